@@ -1,0 +1,116 @@
+"""`create_app(settings)`: the aiohttp application, with every stateful part in a cleanup context.
+
+Order of the contexts: database → channels → dispatcher. Each is opened at start-up and closed in
+reverse order at shutdown, under `web.run_app` and under pytest-aiohttp alike.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import AsyncIterator
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+
+from gateway.channels.base import Channel
+from gateway.db import open_database
+from gateway.i18n import current_translations
+from gateway.settings import Settings
+from gateway.threads.dispatcher import Dispatcher
+from gateway.web import keys
+from gateway.web.middlewares import error_middleware
+from gateway.web.routes import setup_routes
+
+log = logging.getLogger(__name__)
+TEMPLATES = Path(__file__).resolve().parent / "web" / "templates"
+
+
+def create_app(
+    settings: Settings, *, run_worker: bool | None = None, own_database: bool = True
+) -> web.Application:
+    """The gateway. `run_worker` starts the outbox dispatcher in this process (default: settings).
+
+    `own_database=False` leaves the database to the caller (tests open one per test and share it).
+    """
+    app = web.Application(client_max_size=settings.max_request_bytes, middlewares=[error_middleware])
+    app[keys.SETTINGS] = settings
+    env = aiohttp_jinja2.setup(
+        app, loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, extensions=["jinja2.ext.i18n"],
+    )
+    env.install_gettext_callables(  # type: ignore[attr-defined]
+        gettext=lambda s: current_translations.get().gettext(s),
+        ngettext=lambda s, p, n: current_translations.get().ngettext(s, p, n),
+        newstyle=True,
+    )
+    if own_database:
+        app.cleanup_ctx.append(_database(settings))
+    app.cleanup_ctx.append(_channels(settings))
+    if settings.worker_enabled if run_worker is None else run_worker:
+        app.cleanup_ctx.append(_dispatcher)
+    setup_routes(app)
+    return app
+
+
+def _database(settings: Settings):
+    async def database(app: web.Application) -> AsyncIterator[None]:
+        async with open_database(settings.database_url):
+            yield
+
+    return database
+
+
+def _channels(settings: Settings):
+    async def channels(app: web.Application) -> AsyncIterator[None]:
+        opened = await open_channels(settings)
+        app[keys.CHANNELS] = opened
+        try:
+            yield
+        finally:
+            for channel in opened.values():
+                await channel.close()
+
+    return channels
+
+
+async def open_channels(settings: Settings) -> dict[str, Channel]:
+    """The real channel where it is configured, the dev transport otherwise."""
+    from gateway.channels.dev import DevEmailChannel, DevSmsChannel
+
+    channels: dict[str, Channel] = {}
+    if settings.twilio is not None:
+        from gateway.channels.twilio_sms import TwilioSmsChannel
+
+        channels["sms"] = await TwilioSmsChannel.open(
+            settings.twilio.account_sid, settings.twilio.auth_token, api_base_url=settings.twilio.api_base_url
+        )
+    else:
+        channels["sms"] = DevSmsChannel()
+    if settings.smtp is not None:
+        from gateway.channels.email_smtp import SmtpEmailChannel
+
+        smtp = settings.smtp
+        channels["email"] = SmtpEmailChannel(
+            smtp.host, smtp.port, username=smtp.username, password=smtp.password, starttls=smtp.starttls
+        )
+    else:
+        channels["email"] = DevEmailChannel()
+    return channels
+
+
+async def _dispatcher(app: web.Application) -> AsyncIterator[None]:
+    dispatcher = Dispatcher(app[keys.SETTINGS], app[keys.CHANNELS])
+    app[keys.DISPATCHER] = dispatcher
+    stop = asyncio.Event()
+    task = asyncio.create_task(dispatcher.run(stop), name="outbox-dispatcher")
+    try:
+        yield
+    finally:
+        stop.set()
+        dispatcher.wake()
+        try:
+            await asyncio.wait_for(task, timeout=30)
+        except asyncio.TimeoutError:
+            log.warning("the dispatcher did not stop in 30 s; its leases will expire and be retried")
+            task.cancel()

@@ -1,0 +1,110 @@
+"""Database configuration, connection lifetime and migrations (tortoise-orm 1.x).
+
+One code path for SQLite (embedded default) and PostgreSQL (asyncpg). Schema changes go through the
+migrations in gateway/migrations (tortoise's built-in migration framework); `gateway migrate` applies
+them. Tortoise 1.x keeps its state in a contextvar: always close the context you opened
+(see STACK.md), which is what `open_database` does.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any, AsyncIterator
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from tortoise import Tortoise, connections
+from tortoise.context import TortoiseContext
+
+MODEL_MODULES = [
+    "gateway.directory.models",
+    "gateway.threads.models",
+    "gateway.channels.models",
+]
+MIGRATIONS_MODULE = "gateway.migrations"
+
+
+def is_postgres(url: str) -> bool:
+    return url.split("://", 1)[0] in ("postgres", "postgresql", "asyncpg")
+
+
+def connection_config(url: str) -> dict[str, Any]:
+    """Turn a database URL into tortoise's connection dict, with settings that matter for us.
+
+    SQLite gets a busy timeout so that a web process and a worker sharing one file wait for each
+    other instead of failing with "database is locked".
+    """
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    if is_postgres(url):
+        return {
+            "engine": "tortoise.backends.asyncpg",
+            "credentials": {
+                "host": parts.hostname or "127.0.0.1",
+                "port": parts.port or 5432,
+                "user": unquote(parts.username or "postgres"),
+                "password": unquote(parts.password or ""),
+                "database": parts.path.lstrip("/") or "postgres",
+                "minsize": int(query.get("minsize", 1)),
+                "maxsize": int(query.get("maxsize", 10)),
+            },
+        }
+    path = url.split("://", 1)[1].split("?", 1)[0]
+    return {
+        "engine": "tortoise.backends.sqlite",
+        "credentials": {
+            "file_path": path or ":memory:",
+            "busy_timeout": int(query.get("busy_timeout", 10000)),
+            "journal_mode": "WAL",
+            "foreign_keys": "ON",
+            "synchronous": "NORMAL",
+        },
+    }
+
+
+def tortoise_config(url: str) -> dict[str, Any]:
+    return {
+        "connections": {"default": connection_config(url)},
+        "apps": {
+            "models": {
+                "models": MODEL_MODULES,
+                "default_connection": "default",
+                "migrations": MIGRATIONS_MODULE,
+            }
+        },
+        "use_tz": True,
+        "timezone": "UTC",
+    }
+
+
+# For the `tortoise` CLI (makemigrations), referenced from pyproject.toml.
+TORTOISE_ORM = tortoise_config(os.environ.get("GATEWAY_DATABASE_URL", "sqlite://gateway.sqlite3"))
+
+
+async def migrate_database(url: str) -> None:
+    """Apply every pending migration, then leave no connection open."""
+    from tortoise.migrations.api import migrate
+
+    config = tortoise_config(url)
+    await migrate(config=config)
+    await Tortoise.close_connections()
+
+
+@contextlib.asynccontextmanager
+async def open_database(url: str, *, create_schema: bool = False) -> AsyncIterator[TortoiseContext]:
+    """Initialise tortoise for `url` in the current context and close exactly that context at exit.
+
+    `create_schema` builds the tables straight from the models (tests and throwaway databases);
+    real databases are brought up to date by `migrate_database`.
+    """
+    ctx = await Tortoise.init(config=tortoise_config(url))
+    try:
+        if create_schema:
+            await Tortoise.generate_schemas(safe=True)
+        yield ctx
+    finally:
+        await ctx.close_connections()
+
+
+def dialect() -> str:
+    """'postgres' or 'sqlite' for the default connection of the current context."""
+    return "postgres" if connections.get("default").capabilities.dialect == "postgres" else "sqlite"

@@ -1,0 +1,229 @@
+"""Bulk upsert of a school's people, keyed by the school's own external ids.
+
+The whole batch is validated before anything is written, and written in one transaction: a bad row
+rejects the request with its index and field, and nothing changes (DESIGN section 8).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Iterable, Sequence
+
+from babel import Locale, UnknownLocaleError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from tortoise.transactions import in_transaction
+
+from gateway.directory.contacts import InvalidAddress, normalize_email, normalize_phone
+from gateway.directory.models import (
+    ChannelPreference,
+    ContactKind,
+    ContactPoint,
+    Membership,
+    Relationship,
+    Role,
+    School,
+    Section,
+    SectionMember,
+    User,
+)
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+ExternalId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
+
+
+class UserIn(BaseModel):
+    """One person as an API client or a roster file describes them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    external_id: ExternalId
+    role: Role
+    name: Name
+    email: Annotated[str, StringConstraints(max_length=320)] | None = None
+    phone: Annotated[str, StringConstraints(max_length=40)] | None = None
+    locale: Annotated[str, StringConstraints(max_length=16)] | None = None
+    channel_preference: ChannelPreference | None = None
+    login_enabled: bool | None = None
+    is_admin: bool | None = None
+    guardian_of: list[ExternalId] | None = Field(default=None, max_length=50)
+    sections: list[Name] | None = Field(default=None, max_length=100)
+
+
+@dataclass
+class RowError(Exception):
+    """Row `index` of the batch is wrong in `field`."""
+
+    index: int
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"users[{self.index}].{self.field}: {self.message}"
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    created: int
+    updated: int
+
+
+@dataclass
+class _Row:
+    index: int
+    data: UserIn
+    email: str | None
+    phone: str | None
+    locale: str | None
+
+
+def normalize_locale(raw: str) -> str:
+    """'es-MX' → 'es_MX'; raise ValueError for something that is not a locale."""
+    try:
+        return str(Locale.parse(raw.replace("-", "_")))
+    except (UnknownLocaleError, ValueError) as exc:
+        raise ValueError(f"unknown locale {raw!r}") from exc
+
+
+def _prepare(school: School, users: Sequence[UserIn]) -> list[_Row]:
+    rows: list[_Row] = []
+    seen: dict[str, int] = {}
+    for index, data in enumerate(users):
+        if data.external_id in seen:
+            raise RowError(index, "external_id", f"repeats row {seen[data.external_id]}")
+        seen[data.external_id] = index
+        try:
+            email = normalize_email(data.email) if data.email else None
+        except InvalidAddress as exc:
+            raise RowError(index, "email", str(exc)) from None
+        try:
+            phone = normalize_phone(data.phone, school.default_region) if data.phone else None
+        except InvalidAddress as exc:
+            raise RowError(index, "phone", str(exc)) from None
+        try:
+            locale = normalize_locale(data.locale) if data.locale else None
+        except ValueError as exc:
+            raise RowError(index, "locale", str(exc)) from None
+        if data.guardian_of and data.role is not Role.GUARDIAN:
+            raise RowError(index, "guardian_of", "only guardians have guardian_of")
+        if data.is_admin and data.role is not Role.STAFF:
+            raise RowError(index, "is_admin", "only staff can be admins")
+        rows.append(_Row(index, data, email, phone, locale))
+    return rows
+
+
+async def upsert_users(school: School, users: Sequence[UserIn]) -> UpsertResult:
+    """Create or update `users` in `school`; all or nothing. Raises RowError."""
+    rows = _prepare(school, users)
+    ext_ids = [r.data.external_id for r in rows]
+    referenced = {ext for r in rows for ext in (r.data.guardian_of or [])}
+
+    async with in_transaction():
+        existing = {
+            m.external_id: m
+            for m in await Membership.filter(school=school, external_id__in=ext_ids).select_related("user")
+        }
+        students = {
+            m.external_id: m.user_id
+            for m in await Membership.filter(school=school, external_id__in=list(referenced), role=Role.STUDENT)
+        }
+        batch_roles = {r.data.external_id: r.data.role for r in rows}
+        for r in rows:
+            for ext in r.data.guardian_of or []:
+                known = ext in students or batch_roles.get(ext) is Role.STUDENT
+                if not known:
+                    raise RowError(r.index, "guardian_of", f"no student with external_id {ext!r} in this school")
+            old = existing.get(r.data.external_id)
+            if old is not None and old.role is not r.data.role:
+                raise RowError(r.index, "role", f"is {old.role.value} already; a role cannot change")
+
+        created = updated = 0
+        user_ids: dict[str, int] = {}
+        for r in rows:
+            membership = existing.get(r.data.external_id)
+            if membership is None:
+                user = await User.create(**_user_fields(r, school, new=True))
+                await Membership.create(
+                    school=school, user=user, external_id=r.data.external_id, role=r.data.role,
+                    is_admin=bool(r.data.is_admin),
+                )
+                created += 1
+            else:
+                user = membership.user
+                changes = _user_fields(r, school, new=False)
+                if changes:
+                    await User.filter(id=user.id).update(**changes)
+                if r.data.is_admin is not None and membership.is_admin != r.data.is_admin:
+                    await Membership.filter(id=membership.id).update(is_admin=r.data.is_admin)
+                updated += 1
+            user_ids[r.data.external_id] = user.id
+            await _set_contact(user.id, ContactKind.EMAIL, r.email, given="email" in r.data.model_fields_set)
+            await _set_contact(user.id, ContactKind.PHONE, r.phone, given="phone" in r.data.model_fields_set)
+
+        students.update({ext: uid for ext, uid in user_ids.items() if batch_roles[ext] is Role.STUDENT})
+        for r in rows:
+            uid = user_ids[r.data.external_id]
+            if r.data.guardian_of is not None:
+                await _set_wards(school, uid, {students[ext] for ext in r.data.guardian_of})
+            if r.data.sections is not None:
+                await _set_sections(school, uid, r.data.sections)
+    return UpsertResult(created=created, updated=updated)
+
+
+def _user_fields(r: _Row, school: School, *, new: bool) -> dict[str, object]:
+    given = r.data.model_fields_set
+    fields: dict[str, object] = {}
+    if new or "name" in given:
+        fields["name"] = r.data.name
+    if new or "locale" in given:
+        fields["locale"] = r.locale
+    if new or "channel_preference" in given:
+        fields["channel_preference"] = r.data.channel_preference or _default_preference(r)
+    if new or "login_enabled" in given:
+        # Staff and guardians may always log in; students only when the school enables it.
+        fields["login_enabled"] = r.data.role is not Role.STUDENT or bool(r.data.login_enabled)
+    return fields
+
+
+def _default_preference(r: _Row) -> ChannelPreference:
+    if r.email:
+        return ChannelPreference.EMAIL
+    return ChannelPreference.SMS if r.phone else ChannelPreference.EMAIL
+
+
+async def _set_contact(user_id: int, kind: ContactKind, address: str | None, *, given: bool) -> None:
+    """Make `address` the user's one contact point of `kind`, keeping its state if it is unchanged."""
+    if not given:
+        return
+    current = await ContactPoint.filter(user_id=user_id, kind=kind)
+    if any(c.address == address for c in current) and len(current) == 1:
+        return
+    stale = [c.id for c in current if c.address != address]
+    if stale:
+        await ContactPoint.filter(id__in=stale).delete()
+    if address and not any(c.address == address for c in current):
+        await ContactPoint.create(user_id=user_id, kind=kind, address=address)
+
+
+async def _set_wards(school: School, guardian_id: int, student_ids: Iterable[int]) -> None:
+    wanted = set(student_ids)
+    current = {r.student_id: r.id for r in await Relationship.filter(school=school, guardian_id=guardian_id)}
+    gone = [rid for sid, rid in current.items() if sid not in wanted]
+    if gone:
+        await Relationship.filter(id__in=gone).delete()
+    for sid in wanted - current.keys():
+        await Relationship.create(school=school, guardian_id=guardian_id, student_id=sid)
+
+
+async def _set_sections(school: School, user_id: int, names: Iterable[str]) -> None:
+    wanted = set(names)
+    sections = {s.name: s for s in await Section.filter(school=school, name__in=list(wanted))}
+    for name in wanted - sections.keys():
+        sections[name] = await Section.create(school=school, name=name)
+    wanted_ids = {sections[n].id for n in wanted}
+    current = {
+        m.section_id: m.id for m in await SectionMember.filter(user_id=user_id, section__school=school)
+    }
+    gone = [mid for sid, mid in current.items() if sid not in wanted_ids]
+    if gone:
+        await SectionMember.filter(id__in=gone).delete()
+    for sid in wanted_ids - current.keys():
+        await SectionMember.create(section_id=sid, user_id=user_id)

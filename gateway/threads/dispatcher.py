@@ -1,0 +1,380 @@
+"""The outbox dispatcher: claims due deliveries with a lease, sends them, records what happened.
+
+Claiming (DESIGN section 3 and 7). A delivery is due when it is `queued`, its `next_attempt_at` has
+come, and nobody holds an unexpired lease on it. A worker takes a batch in one transaction: on
+PostgreSQL `SELECT ... FOR UPDATE SKIP LOCKED` lets several workers take disjoint batches without
+waiting on each other; on SQLite (which drops that clause) the UPDATE repeats the "still
+claimable" condition, so two processes can never both win a row. The claim writes a batch token
+and a lease end; a worker that dies simply lets its leases run out, and the rows become due again.
+
+Sending is at-least-once by necessity (no SMS or SMTP API is idempotent): a crash between the
+provider's acceptance and our write repeats that one send. Results are written as they arrive, in
+small group commits, to keep that window short; once `sent` is recorded a row is never claimed again.
+E-mail keeps the same Message-ID on every attempt, so a repeat is recognisable.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import socket
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Mapping
+
+from tortoise.expressions import F, Q
+from tortoise.transactions import in_transaction
+
+from gateway.channels.base import (
+    Channel,
+    ContactProblem,
+    DeliveryStatus,
+    OutboundItem,
+    PermanentSendError,
+    SendResult,
+    TransientSendError,
+)
+from gateway.db import dialect
+from gateway.directory.contacts import redact
+from gateway.directory.models import ContactPoint, School, User
+from gateway.settings import Settings
+from gateway.threads.addresses import reply_token
+from gateway.threads.channel_choice import OTHER, Contact, choose_routes
+from gateway.threads.models import Conversation, Delivery, Message, ReplyToken
+from gateway.threads.quiet_hours import quiet_until
+from gateway.threads.rate_limit import RateLimiter
+from gateway.threads.render import OutboundContext, render
+from gateway.threads.sms_pool import assign_sms_senders
+from gateway.threads.status import mark_contact_problem
+
+log = logging.getLogger(__name__)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class Outcome:
+    delivery: Delivery
+    status: DeliveryStatus | None = None       # None: back to the queue (retry or deferral)
+    result: SendResult | None = None
+    error_code: str | None = None
+    error_reason: str | None = None
+    retry_at: datetime | None = None
+    problem: ContactProblem | None = None
+    counts_as_attempt: bool = True
+
+
+@dataclass
+class _Batch:
+    token: str
+    deliveries: list[Delivery]
+    contexts: dict[int, OutboundContext] = field(default_factory=dict)
+    contacts: dict[int, list[Contact]] = field(default_factory=dict)
+    schools: dict[int, School] = field(default_factory=dict)   # by delivery id
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        settings: Settings,
+        channels: Mapping[str, Channel],
+        *,
+        worker_id: str | None = None,
+        sms_concurrency: int = 32,
+        email_concurrency: int = 8,
+    ) -> None:
+        self.settings = settings
+        self.channels = dict(channels)
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._batches = 0
+        self._limits = {
+            "sms": RateLimiter(settings.sms_rate_per_number),
+            "email": RateLimiter(settings.smtp_rate, burst=max(1.0, settings.smtp_rate)),
+        }
+        self._concurrency = {"sms": asyncio.Semaphore(sms_concurrency), "email": asyncio.Semaphore(email_concurrency)}
+        self._pending: list[Outcome] = []
+        self._flushing: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self.sent_count = 0
+
+    # ------------------------------------------------------------------ loop
+
+    def wake(self) -> None:
+        """Something was queued: look now instead of at the next poll."""
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Work until `stop` is set, keeping up to two batches in flight (claim while sending)."""
+        in_flight: set[asyncio.Task[int]] = set()
+        failures = 0
+        while not stop.is_set():
+            try:
+                batch = await self.claim() if len(in_flight) < 2 else None
+                failures = 0
+            except Exception:  # the database is down or busy: keep the worker alive and retry
+                failures += 1
+                log.exception("claiming deliveries failed (attempt %d)", failures)
+                await _sleep_or(stop, min(30.0, 0.5 * 2**failures))
+                continue
+            if batch is not None:
+                in_flight.add(asyncio.create_task(self._process(batch)))
+                continue
+            if in_flight:
+                done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task.exception():
+                        log.error("a dispatch batch failed", exc_info=task.exception())
+                continue
+            self._wake.clear()
+            await _sleep_or(stop, self.settings.worker_poll_seconds, self._wake)
+        if in_flight:
+            await asyncio.gather(*in_flight, return_exceptions=True)
+
+    async def run_once(self) -> int:
+        """Claim one batch and finish it; returns how many deliveries it held (0: nothing due)."""
+        batch = await self.claim()
+        if batch is None:
+            return 0
+        return await self._process(batch)
+
+    async def drain(self) -> int:
+        """Send everything due now (tests, `gateway demo`)."""
+        total = 0
+        while n := await self.run_once():
+            total += n
+        return total
+
+    # ------------------------------------------------------------------ claim
+
+    async def claim(self, limit: int | None = None) -> _Batch | None:
+        limit = limit or self.settings.worker_batch_size
+        now = utcnow()
+        self._batches += 1
+        token = f"{self.worker_id}:{self._batches}"
+        claimable = Q(status=DeliveryStatus.QUEUED, next_attempt_at__lte=now) & (
+            Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
+        )
+        async with in_transaction():
+            query = Delivery.filter(claimable).order_by("next_attempt_at", "id").limit(limit)
+            if dialect() == "postgres":
+                query = query.select_for_update(skip_locked=True)
+            ids = await query.values_list("id", flat=True)
+            if not ids:
+                return None
+            await Delivery.filter(claimable, id__in=list(ids)).update(
+                claimed_by=token,
+                claimed_until=now + timedelta(seconds=self.settings.lease_seconds),
+                attempts=F("attempts") + 1,
+            )
+        deliveries = await Delivery.filter(claimed_by=token, status=DeliveryStatus.QUEUED)
+        if not deliveries:
+            return None
+        batch = _Batch(token, deliveries)
+        await self._load(batch)
+        return batch
+
+    async def _load(self, batch: _Batch) -> None:
+        """Everything the batch needs to render, in a handful of queries."""
+        ds = batch.deliveries
+        messages = {m["id"]: m for m in await Message.filter(id__in={d.message_id for d in ds}).values(
+            "id", "conversation_id", "author_id", "body", "urgent")}
+        conversations = {c["id"]: c for c in await Conversation.filter(
+            id__in={m["conversation_id"] for m in messages.values()}).values("id", "school_id", "kind", "subject")}
+        schools = {s.id: s for s in await School.filter(id__in={c["school_id"] for c in conversations.values()})}
+        recipient_ids = {d.recipient_id for d in ds}
+        user_ids = recipient_ids | {m["author_id"] for m in messages.values() if m["author_id"]}
+        users = {u["id"]: u for u in await User.filter(id__in=user_ids).values("id", "name", "locale")}
+        salts = {
+            (t["conversation_id"], t["user_id"]): t["salt"]
+            for t in await ReplyToken.filter(
+                conversation_id__in=list(conversations), user_id__in=list(recipient_ids)
+            ).values("conversation_id", "user_id", "salt")
+        }
+        contacts: dict[int, list[Contact]] = defaultdict(list)
+        for cp in await ContactPoint.filter(user_id__in=recipient_ids).order_by("id"):
+            contacts[cp.user_id].append(Contact(cp.kind, cp.address, cp.problem))
+        batch.contacts = contacts
+        for d in ds:
+            message = messages[d.message_id]
+            conversation = conversations[message["conversation_id"]]
+            school = batch.schools[d.id] = schools[conversation["school_id"]]
+            salt = salts.get((conversation["id"], d.recipient_id))
+            author = users.get(message["author_id"]) if message["author_id"] else None
+            kind = conversation["kind"].value if hasattr(conversation["kind"], "value") else conversation["kind"]
+            batch.contexts[d.id] = OutboundContext(
+                delivery_id=d.id,
+                conversation_id=conversation["id"],
+                channel=d.channel,
+                to=d.address or "",
+                sms_sender=d.sender,
+                kind=kind,
+                subject=conversation["subject"],
+                body=message["body"],
+                urgent=message["urgent"],
+                author_name=author["name"] if author else None,
+                school_name=school.name,
+                locale=users[d.recipient_id]["locale"] or school.default_locale,
+                reply_token=reply_token(self.settings.secret_key, salt) if salt else None,
+                reply_domain=school.reply_domain or self.settings.reply_domain,
+                short_link=kind == "newsletter" and d.channel == "sms",
+            )
+
+    # ------------------------------------------------------------------ send
+
+    async def _process(self, batch: _Batch) -> int:
+        await asyncio.gather(*(self._deliver(batch, d) for d in batch.deliveries))
+        await self._flush_all()
+        return len(batch.deliveries)
+
+    async def _deliver(self, batch: _Batch, d: Delivery) -> None:
+        ctx = batch.contexts[d.id]
+        usable = any(c.address == d.address and c.problem is None for c in batch.contacts.get(d.recipient_id, []))
+        if not usable:
+            # The address went bad after the message was written (a STOP, a bounce): never send to it.
+            problem = next((c.problem for c in batch.contacts.get(d.recipient_id, []) if c.address == d.address), None)
+            self._record(Outcome(d, DeliveryStatus.SUPPRESSED, error_code="suppressed",
+                                 error_reason=problem or "contact_removed"))
+            return
+        if d.channel == "sms" and not ctx.urgent:
+            school = batch.schools[d.id]
+            later = quiet_until(utcnow(), school.timezone, school.quiet_hours_start, school.quiet_hours_end)
+            if later is not None:
+                self._record(Outcome(d, None, retry_at=later, counts_as_attempt=False))
+                return
+        channel = self.channels.get(d.channel)
+        if channel is None:
+            self._record(Outcome(d, DeliveryStatus.FAILED, error_code="no_channel",
+                                 error_reason=f"no {d.channel} channel is configured"))
+            return
+        try:
+            item: OutboundItem = render(ctx, self.settings)
+        except Exception as exc:  # a template bug must not take the worker down
+            log.exception("rendering delivery %s failed", d.id)
+            self._record(Outcome(d, DeliveryStatus.FAILED, error_code="render", error_reason=str(exc)[:500]))
+            return
+        key = (ctx.sms_sender or "") if d.channel == "sms" else "smtp"
+        async with self._concurrency[d.channel]:
+            await self._limits[d.channel].acquire(key)
+            try:
+                result = await channel.send(item)
+            except TransientSendError as exc:
+                self._record(self._retry_or_fail(d, exc.code, exc.reason, exc.retry_after))
+            except PermanentSendError as exc:
+                self._record(Outcome(d, DeliveryStatus.FAILED, error_code=exc.code, error_reason=exc.reason,
+                                     problem=exc.problem))
+            except Exception as exc:  # an unexpected provider failure is treated as transient
+                log.exception("sending delivery %s failed unexpectedly", d.id)
+                self._record(self._retry_or_fail(d, "unexpected", repr(exc), None))
+            else:
+                self.sent_count += 1
+                log.debug("sent delivery %s by %s to %s", d.id, d.channel, redact(d.address))
+                self._record(Outcome(d, DeliveryStatus.SENT, result=result))
+
+    def _retry_or_fail(self, d: Delivery, code: str, reason: str, retry_after: float | None) -> Outcome:
+        if d.attempts >= self.settings.max_attempts:
+            return Outcome(d, DeliveryStatus.FAILED, error_code=code, error_reason=f"gave up after {d.attempts} attempts: {reason}")
+        # Exponential backoff with "equal jitter": half fixed, half random, so retries spread out.
+        ceiling = min(self.settings.retry_max_seconds, self.settings.retry_base_seconds * 2 ** (d.attempts - 1))
+        delay = ceiling / 2 + random.uniform(0, ceiling / 2)
+        if retry_after:
+            delay = max(delay, retry_after)
+        return Outcome(d, None, error_code=code, error_reason=reason, retry_at=utcnow() + timedelta(seconds=delay))
+
+    # ------------------------------------------------------------------ record
+
+    def _record(self, outcome: Outcome) -> None:
+        self._pending.append(outcome)
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.create_task(self._flush_loop())
+
+    async def _flush_all(self) -> None:
+        while self._flushing is not None and not self._flushing.done():
+            await asyncio.shield(self._flushing)
+        if self._pending:
+            await self._flush_loop()
+
+    async def _flush_loop(self) -> None:
+        """Write outcomes as they arrive: everything pending goes in one transaction (group commit)."""
+        while self._pending:
+            outcomes, self._pending = self._pending, []
+            for attempt in range(5):
+                try:
+                    await self._write(outcomes)
+                    break
+                except Exception:
+                    log.exception("recording %d outcomes failed (attempt %d)", len(outcomes), attempt + 1)
+                    await asyncio.sleep(0.2 * 2**attempt)
+            else:
+                log.error("could not record %d outcomes; their leases will expire and they will be retried",
+                          len(outcomes))
+
+    async def _write(self, outcomes: list[Outcome]) -> None:
+        now = utcnow()
+        problems: list[Outcome] = []
+        async with in_transaction():
+            for o in outcomes:
+                d = o.delivery
+                release = {"claimed_by": None, "claimed_until": None}
+                if o.status is DeliveryStatus.SENT and o.result is not None:
+                    # Success counts whoever holds the lease now: the message did leave.
+                    moved = await Delivery.filter(id=d.id, status=DeliveryStatus.QUEUED).update(
+                        status=DeliveryStatus.SENT, provider_id=o.result.provider_id, segments=o.result.segments,
+                        sent_at=now, error_code=None, error_reason=None, **release,
+                    )
+                    if not moved:  # a status callback got here first
+                        await Delivery.filter(id=d.id, provider_id=None).update(
+                            provider_id=o.result.provider_id, sent_at=now, **release)
+                    continue
+                mine = Delivery.filter(id=d.id, claimed_by=d.claimed_by, status=DeliveryStatus.QUEUED)
+                if o.status is None:
+                    extra = {} if o.counts_as_attempt else {"attempts": F("attempts") - 1}
+                    await mine.update(next_attempt_at=o.retry_at, error_code=o.error_code,
+                                      error_reason=(o.error_reason or "")[:500] or None, **extra, **release)
+                else:
+                    await mine.update(status=o.status, error_code=(o.error_code or "")[:32] or None,
+                                      error_reason=(o.error_reason or "")[:500] or None, **release)
+                    if o.problem is not None:
+                        problems.append(o)
+            for o in problems:
+                await mark_contact_problem(o.delivery.recipient_id, o.delivery.channel, o.delivery.address or "",
+                                           o.problem, o.error_reason or "")  # type: ignore[arg-type]
+                await self._fall_back(o.delivery, now)
+
+    async def _fall_back(self, d: Delivery, now: datetime) -> None:
+        """A bouncing e-mail or opted-out phone: try the recipient's other channel (DESIGN section 5)."""
+        other = OTHER[d.channel]
+        if await Delivery.filter(message_id=d.message_id, recipient_id=d.recipient_id, channel=other).exists():
+            return
+        contacts = [Contact(cp.kind, cp.address, cp.problem) for cp in await ContactPoint.filter(user_id=d.recipient_id)]
+        user = await User.get(id=d.recipient_id)
+        routes = [r for r in choose_routes("invitation" if other == "email" else "announcement", user.channel_preference,
+                                           contacts) if r.channel == other and not r.suppressed]
+        if not routes:
+            return
+        sender = None
+        if other == "sms":
+            message = await Message.get(id=d.message_id).select_related("conversation__school")
+            school = message.conversation.school
+            pair = (routes[0].address or "", message.conversation_id)
+            sender = (await assign_sms_senders(school.id, list(school.sms_numbers), [pair], now)).get(pair)
+            if sender is None:
+                return
+        await Delivery.create(message_id=d.message_id, recipient_id=d.recipient_id, channel=other,
+                              address=routes[0].address, sender=sender, status=DeliveryStatus.QUEUED,
+                              next_attempt_at=now)
+
+
+async def _sleep_or(stop: asyncio.Event, seconds: float, wake: asyncio.Event | None = None) -> None:
+    waiters = [asyncio.ensure_future(stop.wait())]
+    if wake is not None:
+        waiters.append(asyncio.ensure_future(wake.wait()))
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()

@@ -1,0 +1,686 @@
+"""The visible text of a reply: only the words the sender newly wrote.
+
+When a guardian answers a school e-mail, their client appends the history (quoted or not),
+an attribution line, maybe a signature and a "Sent from my iPhone" footer. Threads show only
+the new words, so this module strips the rest. Pure functions, standard library only.
+
+Public API
+==========
+``extract_reply(text)``            plain-text body in, visible reply out.
+``extract_reply_from_html(html)``  HTML body in, visible reply out as plain text.
+``html_to_text(html)``             generic HTML to text (blockquotes become "> " lines).
+
+Rules, in the order they apply
+==============================
+0. Clean-up. CRLF becomes LF; a body that still carries quoted-printable soft breaks and
+   escapes (a mislabelled transfer encoding) is decoded first.
+1. Quoted lines. Lines starting with ">" are history when an attribution introduces them,
+   when the block has two or more lines, or when it sits at the top or the bottom of the
+   message. A lone ">" line inside prose (">>> http://x <<<") stays text (talon's fixture).
+   A one-token line sandwiched between quoted lines is a hard-wrapped piece of the quote
+   (a long URL that the client broke), not an answer.
+   In HTML the quote structure is known instead: blockquote[type=cite], Gmail's
+   .gmail_quote, Thunderbird's .moz-cite-prefix, Yahoo's .yahoo_quoted, Outlook for Mac's
+   #OLK_SRC_BODY_SECTION, AOL's AOLMsgPart... are history, and so is everything after
+   Outlook's #divRplyFwdMsg / #appendonsend, Hotmail's hr#stopSpelling and Zimbra's
+   hr#zwchr. A plain <blockquote> is history only if it is the last top-level one (talon's
+   convention: earlier ones, and Gmail's "indent" blockquotes with border:none, are the
+   sender's own formatting). <hr> and Outlook's border-top header divs become a separator
+   line, as Outlook's own text rendering has them.
+2. Splitters, scanned top to bottom over the unquoted lines:
+   a. A forward marker ("---------- Forwarded message ----------", "Begin forwarded
+      message:", localised) before any other history keeps everything from there on: the
+      sender is sharing that content (talon does the same).
+   b. An attribution ("On <date>, <name> wrote:" in ~20 languages, possibly wrapped over
+      several lines or sharing a line with the reply) followed by quoted lines only
+      introduces that quote: both are dropped and the text after it is kept, so inline and
+      bottom-posted answers survive. Followed by unquoted text, it starts the history and
+      everything below is cut.
+   c. An Outlook header block (at least two of From/Sent/Date/To/Cc/Subject, one of them
+      From or Sent/Date, localised, bold "*From:*" too), or a separator line followed by
+      a From/Date line, or "-----Original Message-----" (localised) cuts everything below.
+      A header block at the very top with no separator above it is the message's own
+      header (mail-parser-reply's Polish fixtures) and is skipped instead.
+   d. If history was already dropped under 2b and the sender had written something above
+      it, a later 2b/2c cut means the quoting is mixed (a thread dump); the cut then moves
+      up to the first attribution.
+3. The end of the reply, repeated until nothing changes:
+   a. Mobile/app footers ("Sent from my iPhone", "Enviado desde mi iPhone", "Von meinem
+      iPhone gesendet", "Get Outlook for Android", ...) -- generated text, always dropped.
+   b. A signature: after a sig-dash line ("-- ", RFC 3676 4.3; also "--", "---" when at
+      most ten lines follow); a mailing-list footer after a long "____" rule; a formulaic
+      closing ("Regards," "Med venlig hilsen", "Pozdrawiam,", ...) followed by at most four
+      short lines; a lone "-Name" or "/Name" line. These are guesses, so one that would
+      leave nothing is not applied ("--\nRoman" alone stays). Thanks-type closings
+      ("Thanks,\nAlex") are kept: they are often the whole message.
+4. Rule-only lines and blank lines at the ends are trimmed.
+
+A body that is nothing but quoted history returns "" -- the sender added no words, and the
+caller decides what an empty reply means (the history itself is already in the thread).
+
+See ``reply_patterns`` for the multilingual word lists.
+"""
+from __future__ import annotations
+
+import quopri
+import re
+from html.parser import HTMLParser
+
+from gateway.threads import reply_patterns as P
+
+__all__ = ["extract_reply", "extract_reply_from_html", "html_to_text", "extract_reply_from_body"]
+
+# Line flags: not quoted, quoted with ">" (a heuristic), quoted by HTML structure (certain).
+_TEXT, _GT, _HTML = 0, 1, 2
+
+# Splitter kinds.
+_FORWARD, _ATTRIBUTION, _HEADER, _SEPARATED_HEADER, _ORIGINAL = range(5)
+
+_ATTR_MAX_LINES = 6       # a wrapped attribution spans at most this many lines
+_ATTR_MAX_CHARS = 400
+_SIG_MAX_LINES = 10       # "--"/"---" (not the strict "-- ") opens a signature this short
+_CLOSING_MAX_LINES = 4    # lines allowed after "Regards," (name, title, phone...)
+_CLOSING_MAX_CHARS = 60
+
+
+# =========================================================================== public API
+
+def extract_reply(text: str) -> str:
+    """The words newly written in a plain-text e-mail body (see the module rules)."""
+    if not text:
+        return ""
+    text = _repair_quoted_printable(_normalise_newlines(text))
+    lines = text.split("\n")
+    flags = [_GT if P.QUOTE_LINE.match(line) else _TEXT for line in lines]
+    return _extract(lines, flags)
+
+
+def extract_reply_from_html(html: str) -> str:
+    """The words newly written in an HTML e-mail body, as plain text."""
+    if not html:
+        return ""
+    lines, flags = _HtmlRenderer(for_extraction=True).render(_normalise_newlines(html))
+    return _extract(lines, flags)
+
+
+def html_to_text(html: str) -> str:
+    """Readable text of an HTML document: one line per block, "> " per blockquote level,
+    links as their text, script/style/head dropped, whitespace collapsed outside <pre>."""
+    if not html:
+        return ""
+    lines, depths = _HtmlRenderer(for_extraction=False).render(_normalise_newlines(html))
+    text = "\n".join(("> " * d + line) if d else line for line, d in zip(lines, depths))
+    return re.sub(r"\n{3,}", "\n\n", text).strip("\n")
+
+
+def extract_reply_from_body(body: str, content_type: str = "text/plain") -> str:
+    """Dispatch on the body's MIME type (what ``/work/shared/tools/reply_eval.py`` calls)."""
+    if content_type.lower().startswith("text/html"):
+        return extract_reply_from_html(body)
+    return extract_reply(body)
+
+
+extract_reply_from_body.accepts_html = True  # type: ignore[attr-defined]  # scorer: raw HTML
+
+
+# =========================================================================== clean-up
+
+def _normalise_newlines(text: str) -> str:
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text.replace("\ufeff", "")
+
+
+def _repair_quoted_printable(text: str) -> str:
+    """Decode a body whose quoted-printable transfer encoding was never undone.
+
+    Seen when a gateway stores the raw part (mail-parser-reply's begins_with_signature: an
+    attribution broken as "w=\\nrote:" and "12:53=E2=80=AFAM"). Needs both soft line breaks
+    and escaped bytes, and must decode to valid UTF-8; anything else is left alone."""
+    if "=\n" not in text or not P.QP_ESCAPE.search(text):
+        return text
+    try:
+        return quopri.decodestring(text.encode("utf-8")).decode("utf-8")
+    except (UnicodeError, ValueError):
+        return text
+
+
+# =========================================================================== the algorithm
+
+def _extract(lines: list[str], flags: list[int]) -> str:
+    n = len(lines)
+    _absorb_wrapped_quote_fragments(lines, flags)
+    kept: list[str] = []
+    forwarded: list[str] = []
+    first_attribution_at: int | None = None   # len(kept) when the first quote was dropped
+    seen_history = False
+    i = 0
+    while i < n:
+        if flags[i]:
+            j = i
+            while j < n and flags[j]:
+                j += 1
+            if flags[i] == _HTML and not seen_history and _first_text_is_forward(lines, i, j):
+                forwarded = lines[i:]          # an HTML quote container holding a forward
+                break
+            if flags[i] == _HTML or seen_history or _is_history_block(lines, flags, i, j):
+                seen_history = True
+            else:
+                kept.extend(lines[i:j])        # a lone ">" line inside prose
+            i = j
+            continue
+        if not lines[i].strip():
+            kept.append(lines[i])
+            i += 1
+            continue
+        hit = _splitter_at(lines, flags, i)
+        if hit is None:
+            kept.append(lines[i])
+            i += 1
+            continue
+        kind, end, before = hit
+        if before:
+            kept.append(before)
+        if kind == _FORWARD and not seen_history:
+            forwarded = lines[i:]
+            break
+        if kind == _HEADER and not seen_history and not _has_text(kept):
+            i = end                            # the message's own header block: skip it
+            continue
+        if kind == _ATTRIBUTION and _quote_follows(lines, flags, end):
+            if first_attribution_at is None:
+                first_attribution_at = len(kept)
+            seen_history = True
+            i = end
+            continue
+        if first_attribution_at is not None and _has_text(kept[:first_attribution_at]):
+            del kept[first_attribution_at:]    # rule 2d: mixed quoting below a top-post
+        break
+
+    reply = _strip_trailer(kept)
+    if forwarded:
+        reply = reply + ([""] if reply else []) + [line.rstrip() for line in forwarded]
+    return "\n".join(reply).strip("\n")
+
+
+def _has_text(lines: list[str]) -> bool:
+    return any(line.strip() for line in lines)
+
+
+def _absorb_wrapped_quote_fragments(lines: list[str], flags: list[int]) -> None:
+    """A single-token or URL line squeezed between two quoted lines is the quote's own
+    text that the sender's client hard-wrapped (talon's broken-link fixtures)."""
+    for i in range(1, len(lines) - 1):
+        if flags[i] or not flags[i - 1] or not flags[i + 1]:
+            continue
+        s = lines[i].strip()
+        if s and (" " not in s or P.URLISH.search(s)):
+            flags[i] = flags[i - 1]
+
+
+def _is_history_block(lines: list[str], flags: list[int], i: int, j: int) -> bool:
+    """Is the unattributed ">" block lines[i:j] quoted history?"""
+    if sum(1 for k in range(i, j) if lines[k].strip(" \t>")) >= 2:
+        return True
+    at_top = not any(lines[k].strip() for k in range(0, i))
+    at_bottom = all(flags[k] or not lines[k].strip() for k in range(j, len(lines)))
+    return at_top or at_bottom
+
+
+def _quote_follows(lines: list[str], flags: list[int], start: int) -> bool:
+    """Is the first non-blank line from ``start`` quoted (and is there one)?"""
+    for k in range(start, len(lines)):
+        if flags[k]:
+            return True
+        if lines[k].strip():
+            return False
+    return False
+
+
+def _first_text_is_forward(lines: list[str], i: int, j: int) -> bool:
+    for k in range(i, j):
+        if lines[k].strip():
+            return bool(P.FORWARD_LINE.match(lines[k]))
+    return False
+
+
+# --------------------------------------------------------------------------- splitters
+
+def _splitter_at(lines: list[str], flags: list[int], i: int) -> tuple[int, int, str] | None:
+    """(kind, index after the splitter, reply text sharing its line) or None."""
+    line = lines[i]
+    if P.FORWARD_LINE.match(line):
+        return _FORWARD, i + 1, ""
+    if P.ORIGINAL_MESSAGE_LINE.match(line):
+        return _ORIGINAL, i + 1, ""
+    if P.SEPARATOR_LINE.match(line) and _separator_heads_header(lines, flags, i):
+        return _SEPARATED_HEADER, i + 1, ""
+    if P.HEADER_LINE.match(line):
+        end = _header_block_end(lines, flags, i)
+        if end is not None:
+            return _HEADER, end, ""
+    end = _attribution_end(lines, i)
+    if end is not None:
+        return _ATTRIBUTION, end, ""
+    return _midline_attribution(line, i)
+
+
+def _separator_heads_header(lines: list[str], flags: list[int], i: int) -> bool:
+    """"____" / "-----" / <hr> followed by a From: or Date: line (talon's HTML fixtures
+    print "From: a Date: b" on one line, so one key is enough after a separator)."""
+    for k in range(i + 1, min(i + 3, len(lines))):
+        if flags[k]:
+            return False
+        if lines[k].strip():
+            m = P.HEADER_LINE.match(lines[k])
+            return bool(m) and P.HEADER_KEY_ROLE.get(_key(m)) in ("from", "date")
+    return False
+
+
+def _key(m: re.Match[str]) -> str:
+    return " ".join(m.group("key").split()).casefold()
+
+
+def _header_block_end(lines: list[str], flags: list[int], i: int) -> int | None:
+    """End of an Outlook-style header block starting at line i, if it is one."""
+    roles: set[str] = set()
+    continuation = 0
+    k = i
+    while k < len(lines) and k < i + 14 and not flags[k] and lines[k].strip():
+        m = P.HEADER_LINE.match(lines[k])
+        if m:
+            roles.add(P.HEADER_KEY_ROLE.get(_key(m), "?"))
+            continuation = 0
+        else:
+            continuation += 1                  # a wrapped value ("Subject: Two\nline subject")
+            if continuation > 2:
+                break
+        k += 1
+    if len(roles) >= 2 and roles & {"from", "date"}:
+        return k
+    return None
+
+
+def _attribution_end(lines: list[str], i: int) -> int | None:
+    """End of an attribution starting at line i (one line, or wrapped over a few)."""
+    first = lines[i].strip()
+    if _is_attribution(first):
+        return i + 1
+    if not P.ATTR_START.match(first) or first[-1] in ".!?":
+        return None
+    parts = [first]
+    size = len(first)
+    blanks = 0
+    for k in range(i + 1, min(i + _ATTR_MAX_LINES, len(lines))):
+        s = lines[k].strip()
+        if not s:
+            blanks += 1                        # Polymail puts a blank line inside it
+            if blanks > 1:
+                return None
+            continue
+        parts.append(s)
+        size += len(s) + 1
+        if size > _ATTR_MAX_CHARS:
+            return None
+        if _is_attribution(" ".join(parts)):
+            return k + 1
+        if s[-1] in ".!?":
+            return None
+    return None
+
+
+def _is_attribution(text: str) -> bool:
+    if len(text) < 8 or len(text) > _ATTR_MAX_CHARS:
+        return False
+    last = text[-1]
+    if last in ":：":
+        if P.ATTR_VERB_COLON.search(text):
+            # a date or address, and the shape of a generated line, not "I wrote:"
+            return bool(P.HAS_DATE_OR_ADDR.search(text)) and bool(
+                P.ATTR_START.match(text) or P.HAS_ADDR.search(text))
+        if P.ATTR_VERB_SENDER_COLON.search(text):
+            return bool(P.HAS_DATE_OR_ADDR.search(text))
+        return bool(P.ATTR_DATE_SENDER.match(text))
+    if last == "-":
+        return bool(P.ATTR_DASH_FRAMED.match(text))
+    if last == ">":
+        return bool(P.ATTR_NUMERIC_DATE_SENDER.match(text))
+    return False
+
+
+def _midline_attribution(line: str, i: int) -> tuple[int, int, str] | None:
+    """"reply On Wed, Apr 4, 2012 at 3:59 PM, bob@example.com wrote:" -> keep "reply"."""
+    s = line.rstrip()
+    if not s or s[-1] not in ":：-":
+        return None
+    for m in P.ATTR_LEAD_IN_MIDLINE.finditer(s):
+        rest = s[m.end():]
+        if _is_attribution(rest):
+            before = s[:m.start()].rstrip(" -")
+            if before.strip():
+                return _ATTRIBUTION, i + 1, before
+    return None
+
+
+# --------------------------------------------------------------------------- the tail
+
+def _strip_trailer(lines: list[str]) -> list[str]:
+    """Drop footers and signatures from the end of the reply (rule 3)."""
+    lines = [line.rstrip() for line in lines]
+    _trim(lines)
+    while lines:
+        if P.MOBILE_FOOTER.match(lines[-1].strip()) and len(lines[-1]) <= 160:
+            lines.pop()
+            _trim(lines)
+            continue
+        cut = _signature_start(lines)
+        if cut is None or not _has_text(lines[:cut]):
+            break
+        del lines[cut:]
+        _trim(lines)
+    while lines and not lines[0].strip():
+        lines.pop(0)
+    return lines
+
+
+def _trim(lines: list[str]) -> None:
+    while lines and (not lines[-1].strip() or P.RULE_ONLY_LINE.match(lines[-1])):
+        lines.pop()
+
+
+def _signature_start(lines: list[str]) -> int | None:
+    """Index where a signature starts at the end of ``lines``, or None (rule 3b)."""
+    nonblank = [k for k, line in enumerate(lines) if line.strip()]
+    if len(nonblank) < 2:
+        return None
+    candidates: list[int] = []
+
+    # The sig-dash: strict "-- " always, the sloppy forms only before a short block.
+    for k in nonblank[1:]:
+        if P.SIG_DASH_LINE.match(lines[k]):
+            after = sum(1 for x in nonblank if x > k)
+            if lines[k] == P.SIG_DASH_STRICT or after <= _SIG_MAX_LINES:
+                candidates.append(k)
+                break
+
+    tail = nonblank[-(_CLOSING_MAX_LINES + 4):]
+    # Mailman / list footers open with a long underscore rule.
+    for k in tail:
+        if P.LIST_FOOTER_RULE.match(lines[k]) and k != nonblank[0]:
+            candidates.append(k)
+            break
+
+    # A formulaic closing followed by a short name block.
+    for pos in range(len(nonblank) - 1, max(-1, len(nonblank) - _CLOSING_MAX_LINES - 2), -1):
+        k = nonblank[pos]
+        if P.VALEDICTION_LINE.match(lines[k]):
+            after = [lines[x].strip() for x in nonblank[pos + 1:]]
+            if all(len(a) <= _CLOSING_MAX_CHARS and not a.lower().startswith(("p.s", "ps"))
+                   for a in after):
+                candidates.append(k)
+            break
+
+    # "-Name" / "/Name" alone on the last line, unless it ends a bullet list.
+    last = nonblank[-1]
+    prev = lines[nonblank[-2]]
+    if (P.DASH_NAME_LINE.match(lines[last]) and not P.BULLET_LINE.match(prev)
+            and not prev.rstrip().endswith(":")):
+        candidates.append(last)
+
+    return min(candidates) if candidates else None
+
+
+# =========================================================================== HTML
+
+# Containers whose content is quoted history (matched against class and id tokens).
+_QUOTE_CONTAINER_TOKENS = (
+    "gmail_quote", "gmail_quote_container", "moz-cite-prefix", "yahoo_quoted",
+    "olk_src_body_section", "protonmail_quote", "tutanota_quote", "zmail_extra",
+    "mail-editor-reference-message-container", "appleoriginalcontents", "replyforwardmessage",
+)
+_QUOTE_CONTAINER_SUBSTRINGS = ("yahoo_quoted", "gmail_quote", "olk_src_body_section")
+# Elements from which on the rest of the document is history (Outlook web/desktop,
+# Hotmail, Zimbra).
+_HISTORY_MARKERS = ("divrplyfwdmsg", "appendonsend", "outlookmessageheader", "stopspelling",
+                    "zwchr", "x_divrplyfwdmsg")
+_SIGNATURE_TOKENS = ("gmail_signature", "moz-signature")
+
+_BLOCK = frozenset({
+    "address", "article", "aside", "blockquote", "body", "center", "dd", "div", "dl", "dt",
+    "fieldset", "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6",
+    "header", "html", "li", "main", "nav", "ol", "p", "pre", "section", "table", "tbody",
+    "thead", "tfoot", "tr", "ul",
+})
+_SKIP = frozenset({"script", "style", "head", "title", "xml", "template", "noscript"})
+_VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta",
+                   "param", "source", "track", "wbr"})
+_SELF_CLOSING_SIBLINGS = frozenset({"p", "li", "tr", "td", "th", "dt", "dd", "option"})
+_MAX_DEPTH = 256
+_WS = re.compile(r"[ \t\n\r\f\u00a0\u200b]+")
+_RULE = "_" * 32                       # Outlook's plain-text rendering of its separator
+
+
+class _Node:
+    __slots__ = ("tag", "attrs", "children")
+
+    def __init__(self, tag: str, attrs: dict[str, str]) -> None:
+        self.tag = tag
+        self.attrs = attrs
+        self.children: list[_Node | str] = []
+
+
+class _TreeBuilder(HTMLParser):
+    """A forgiving DOM-ish tree from html.parser: unknown end tags are ignored, unclosed
+    elements close with their parent, nesting is capped (pathological mail)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.root = _Node("#root", {})
+        self.stack = [self.root]
+        self.skip = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _SKIP:
+            self.skip += 1
+            return
+        if tag == "body":
+            self.skip = 0                      # an unclosed <head> must not hide the body
+        if self.skip:
+            return
+        node = _Node(tag, {k: (v or "") for k, v in attrs})
+        if tag in _SELF_CLOSING_SIBLINGS and self.stack[-1].tag == tag and len(self.stack) > 1:
+            self.stack.pop()                   # <p>a<p>b, <li>a<li>b
+        self.stack[-1].children.append(node)
+        if tag not in _VOID and len(self.stack) < _MAX_DEPTH:
+            self.stack.append(node)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _SKIP or self.skip:
+            return
+        self.stack[-1].children.append(_Node(tag, {k: (v or "") for k, v in attrs}))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _SKIP:
+            self.skip = max(0, self.skip - 1)
+            return
+        if self.skip:
+            return
+        if tag == "br":                        # "</br>" is a <br> to browsers
+            self.stack[-1].children.append(_Node("br", {}))
+            return
+        for depth in range(len(self.stack) - 1, 0, -1):
+            if self.stack[depth].tag == tag:
+                del self.stack[depth:]
+                return
+
+    def handle_data(self, data: str) -> None:
+        if not self.skip and data:
+            self.stack[-1].children.append(data)
+
+
+class _HtmlRenderer:
+    """Tree to lines. For extraction each line carries a quote flag; otherwise the
+    blockquote depth (for ``html_to_text``)."""
+
+    def __init__(self, for_extraction: bool) -> None:
+        self.extract = for_extraction
+        self.lines: list[str] = []
+        self.marks: list[int] = []
+        self.parts: list[str] = []
+        self.part_mark = 0
+        self.quoted = 0
+        self.depth = 0
+        self.history = False
+        self.pre = 0
+        self.last_quote: _Node | None = None
+
+    def render(self, html: str) -> tuple[list[str], list[int]]:
+        builder = _TreeBuilder()
+        try:
+            builder.feed(html)
+            builder.close()
+        except Exception:                     # html.parser is lenient; belt and braces
+            pass
+        if self.extract:
+            self.last_quote = _last_top_level_blockquote(builder.root)
+        self._walk(builder.root)
+        self._flush()
+        return self.lines, self.marks
+
+    def _mark(self) -> int:
+        if not self.extract:
+            return self.depth
+        return _HTML if (self.quoted or self.history) else _TEXT
+
+    def _flush(self, keep_empty: bool = False) -> None:
+        text = "".join(self.parts)
+        if not self.pre:
+            text = text.strip(" ")
+        if text or keep_empty:
+            self.lines.append(text)
+            self.marks.append(self.part_mark if text else self._mark())
+        self.parts = []
+
+    def _text(self, data: str) -> None:
+        if not self.pre:
+            data = _WS.sub(" ", data)
+            if not self.parts and data.startswith(" "):
+                data = data.lstrip(" ")
+            if not data:
+                return
+            if self.parts and self.parts[-1].endswith(" ") and data.startswith(" "):
+                data = data[1:]
+        else:
+            data = data.replace("\u00a0", " ")
+            chunks = data.split("\n")
+            for c in chunks[:-1]:
+                self._add(c)
+                self._flush(keep_empty=True)
+            data = chunks[-1]
+        if data:
+            self._add(data)
+
+    def _add(self, data: str) -> None:
+        if not self.parts:
+            self.part_mark = self._mark()
+        self.parts.append(data)
+
+    def _walk(self, node: _Node) -> None:
+        for child in node.children:
+            if isinstance(child, str):
+                self._text(child)
+            else:
+                self._element(child)
+
+    def _element(self, el: _Node) -> None:
+        tag = el.tag
+        if tag == "br":
+            self._flush(keep_empty=True)
+            return
+        if tag == "hr":
+            self._flush()
+            if self.extract and _tokens(el) & set(_HISTORY_MARKERS):
+                self.history = True
+            self._add(_RULE)
+            self._flush()
+            return
+        if tag in ("img", "input", "meta", "link"):
+            return
+        tokens = _tokens(el) if self.extract else frozenset()
+        if self.extract and tokens & set(_SIGNATURE_TOKENS):
+            return                            # Gmail/Thunderbird mark the signature block
+        if self.extract and (tokens & set(_HISTORY_MARKERS)):
+            self.history = True
+        quote = self.extract and (_is_quote_container(el, tokens)
+                                  or (tag == "blockquote" and self._is_quote_blockquote(el)))
+        block = tag in _BLOCK or quote
+        if block:
+            self._flush()
+        if self.extract and tag == "div" and "border-top" in el.attrs.get("style", "").replace(" ", ""):
+            self._add(_RULE)                  # Outlook's header divs: a separator, as in its text
+            self._flush()
+        if tag == "li":
+            self._add("• ")
+        elif tag in ("td", "th") and self.parts:
+            self._add(" ")
+        if quote:
+            self.quoted += 1
+        if tag == "blockquote" and not self.extract:
+            self.depth += 1
+        if tag == "pre":
+            self.pre += 1
+        self._walk(el)
+        if tag == "pre":
+            self.pre -= 1
+        if block:
+            self._flush()
+        if quote:
+            self.quoted -= 1
+        if tag == "blockquote" and not self.extract:
+            self.depth -= 1
+
+    def _is_quote_blockquote(self, el: _Node) -> bool:
+        if el.attrs.get("type", "").lower() == "cite":
+            return True                       # Apple Mail, Thunderbird
+        style = el.attrs.get("style", "").replace(" ", "").lower()
+        if "border:none" in style:
+            return False                      # Gmail's "indent more"
+        return el is self.last_quote
+
+
+def _tokens(el: _Node) -> frozenset[str]:
+    cls = el.attrs.get("class", "")
+    ident = el.attrs.get("id", "")
+    if not cls and not ident:
+        return frozenset()
+    return frozenset((cls + " " + ident).lower().split())
+
+
+def _is_quote_container(el: _Node, tokens: frozenset[str]) -> bool:
+    if not tokens:
+        return False
+    if tokens & set(_QUOTE_CONTAINER_TOKENS):
+        return True
+    for t in tokens:
+        if any(s in t for s in _QUOTE_CONTAINER_SUBSTRINGS):
+            return True
+        if t.startswith("aolmsgpart"):
+            return True
+    return False
+
+
+def _last_top_level_blockquote(root: _Node) -> _Node | None:
+    """The last <blockquote> not nested in another one (talon's cut_blockquote)."""
+    last: _Node | None = None
+    stack = [iter(root.children)]
+    while stack:
+        for child in stack[-1]:
+            if isinstance(child, _Node):
+                if child.tag == "blockquote":
+                    last = child
+                else:
+                    stack.append(iter(child.children))
+                    break
+        else:
+            stack.pop()
+    return last

@@ -1,0 +1,63 @@
+"""GET /api/v1/openapi.json: the admin API described from the same models that validate it."""
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from gateway.web.schemas import CommunicationIn, ReplyIn, SchoolPatch, UsersPut
+
+ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "object", "required": ["code", "message"],
+                             "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}},
+}
+
+
+def _body(model: type[BaseModel]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}
+
+
+def _op(summary: str, *, body: type[BaseModel] | None = None, ok: int = 200, params: list[str] = ()) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "responses": {
+            str(ok): {"description": "success", "content": {"application/json": {"schema": {"type": "object"}}}},
+            "4XX": {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+        },
+        "parameters": [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in params],
+    }
+    if body is not None:
+        op["requestBody"] = _body(body)
+    return op
+
+
+def build_openapi() -> dict[str, Any]:
+    schemas: dict[str, Any] = {"Error": ERROR}
+    for model in (SchoolPatch, UsersPut, CommunicationIn, ReplyIn):
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "School conversation gateway admin API", "version": "1"},
+        "servers": [{"url": "/api/v1"}],
+        "components": {"schemas": schemas,
+                       "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}}},
+        "security": [{"apiKey": []}],
+        "paths": {
+            "/school": {"get": _op("The school this key belongs to"),
+                        "patch": _op("Change the school's settings", body=SchoolPatch)},
+            "/users": {"put": _op("Create or update people by external_id (all or nothing)", body=UsersPut)},
+            "/users/{external_id}": {"get": _op("One person, their contact points and their state", params=["external_id"])},
+            "/communications": {"post": _op("Send a conversation, announcement or newsletter", body=CommunicationIn, ok=201)},
+            "/conversations/{id}": {"get": _op("A conversation with its messages and deliveries", params=["id"])},
+            "/conversations/{id}/messages": {"post": _op("A staff reply in a conversation", body=ReplyIn, ok=201, params=["id"])},
+        },
+    }
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(build_openapi())

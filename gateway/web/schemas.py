@@ -1,0 +1,78 @@
+"""Request bodies of the admin API. Unknown fields are errors (extra="forbid"), and the same models
+describe the API in /api/v1/openapi.json."""
+from __future__ import annotations
+
+import re
+from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from gateway.directory.models import Role
+from gateway.directory.users import UserIn
+from gateway.threads.models import ConversationKind
+
+HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+ExternalId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class QuietHours(Strict):
+    start: str = Field(description="HH:MM, school local time", examples=["21:00"])
+    end: str = Field(description="HH:MM, school local time", examples=["07:00"])
+
+    @field_validator("start", "end")
+    @classmethod
+    def _hhmm(cls, value: str) -> str:
+        if not HHMM.match(value):
+            raise ValueError("must be HH:MM (24-hour)")
+        return value
+
+
+class SchoolPatch(Strict):
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)] | None = None
+    timezone: str | None = Field(default=None, examples=["America/Los_Angeles"])
+    default_locale: str | None = Field(default=None, examples=["es"])
+    default_region: Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2}$")] | None = Field(
+        default=None, description="ISO 3166 country used to read local phone numbers", examples=["US"])
+    sms_numbers: list[str] | None = Field(default=None, max_length=100, description="our Twilio numbers, E.164")
+    quiet_hours: QuietHours | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("unknown time zone; use an IANA name such as Europe/Madrid") from None
+        return value
+
+
+class UsersPut(Strict):
+    users: list[UserIn] = Field(max_length=20_000)
+
+
+class RecipientsIn(Strict):
+    users: list[ExternalId] = Field(default_factory=list, max_length=100_000)
+    sections: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] = Field(default_factory=list, max_length=1000)
+    roles: list[Role] = Field(default_factory=list)
+
+
+class CommunicationIn(Strict):
+    kind: ConversationKind
+    sender: ExternalId = Field(description="external_id of the staff member sending")
+    recipients: RecipientsIn
+    subject: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] = ""
+    body: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+    urgent: bool = False
+    private: bool = Field(default=False, description="one conversation per recipient")
+
+
+class ReplyIn(Strict):
+    sender: ExternalId
+    body: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]

@@ -1,0 +1,163 @@
+"""Shared fixtures. Every database test runs on SQLite and on PostgreSQL.
+
+PostgreSQL is found at GATEWAY_TEST_PG_URL (default postgres://postgres@127.0.0.1:5432/postgres).
+Without it the PostgreSQL half skips with a message saying so; in CI (CI set) it is an error, so a
+skip can never hide a failure there. Each PostgreSQL test gets its own database, copied from a
+template built once per session (CREATE DATABASE ... TEMPLATE is much faster than building tables).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient
+from tortoise.backends.base.executor import EXECUTOR_CACHE
+
+from gateway.app import create_app
+from gateway.db import open_database
+from gateway.directory.models import School
+from gateway.directory.schools import create_api_key
+from gateway.settings import Settings, load_settings
+
+pytest_plugins = ["tests.fakes.twilio", "tests.fakes.smtp"]
+
+PG_ADMIN_URL = os.environ.get("GATEWAY_TEST_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+IN_CI = bool(os.environ.get("CI"))
+
+
+def _pg_url(database: str) -> str:
+    base, _, _ = PG_ADMIN_URL.rpartition("/")
+    return f"{base}/{database}"
+
+
+async def _pg_execute(sql: str) -> None:
+    conn = await asyncpg.connect(PG_ADMIN_URL, timeout=5)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def _run_in_thread(coro: Awaitable[Any]) -> Any:
+    """Run a coroutine to completion on a fresh loop in another thread (a test loop may be running)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Any:
+    """Name of a template database with the schema, or the reason PostgreSQL is unavailable."""
+    name = f"gw_tmpl_{os.getpid()}"
+    try:
+        _run_in_thread(_pg_execute(f"DROP DATABASE IF EXISTS {name}"))
+        _run_in_thread(_pg_execute(f"CREATE DATABASE {name}"))
+    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+        yield UnavailableService(f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {exc}")
+        return
+
+    async def build() -> None:
+        EXECUTOR_CACHE.clear()
+        async with open_database(_pg_url(name), create_schema=True):
+            pass
+
+    _run_in_thread(build())
+    yield name
+    _run_in_thread(_pg_execute(f"DROP DATABASE IF EXISTS {name}"))
+
+
+class UnavailableService(str):
+    pass
+
+
+def require(reason: Any) -> None:
+    """Skip a test whose service is missing; in CI a missing service fails instead."""
+    if isinstance(reason, UnavailableService):
+        if IN_CI:
+            pytest.fail(f"{reason} (CI must provide it)")
+        pytest.skip(str(reason))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """An empty database with the schema, open in the test's context; yields its URL."""
+    EXECUTOR_CACHE.clear()  # tortoise caches SQL per connection name, not per dialect (STACK.md)
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/test.sqlite3"
+        async with open_database(url, create_schema=True):
+            yield url
+        return
+    template = request.getfixturevalue("pg_template")
+    require(template)
+    name = f"gw_test_{uuid.uuid4().hex[:12]}"
+    await _pg_execute(f"CREATE DATABASE {name} TEMPLATE {template}")
+    url = _pg_url(name)
+    try:
+        async with open_database(url):
+            yield url
+    finally:
+        await _pg_execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def settings(db: str) -> Settings:
+    """Test settings on the test's database, dev transports, no rate limits."""
+    return load_settings(
+        {}, environment="test", database_url=db, public_url="https://gateway.test", reply_domain="reply.school.test",
+        sms_rate_per_number=0.0, smtp_rate=0.0, retry_base_seconds=30.0,
+    )
+
+
+@pytest.fixture
+async def school(db: str) -> School:
+    created, _ = await create_api_key("lincoln")
+    created.name = "Lincoln Elementary"
+    created.sms_numbers = ["+14155550100", "+14155550101"]
+    created.quiet_hours_start = created.quiet_hours_end = 0  # tests opt in to quiet hours explicitly
+    await created.save()
+    return created
+
+
+@pytest.fixture
+async def api_key(school: School) -> str:
+    _, key = await create_api_key(school.slug, name="tests")
+    return key
+
+
+ClientFactory = Callable[..., Awaitable[TestClient]]
+
+
+@pytest.fixture
+def make_client(aiohttp_client: Any, settings: Settings) -> ClientFactory:
+    """Build the real app on the test's database; keyword arguments override settings."""
+
+    async def make(*, run_worker: bool = False, **overrides: Any) -> TestClient:
+        app = create_app(replace(settings, **overrides), run_worker=run_worker, own_database=False)
+        return await aiohttp_client(app)
+
+    return make
+
+
+@pytest.fixture
+async def client(make_client: ClientFactory) -> TestClient:
+    return await make_client()
+
+
+@pytest.fixture
+def auth(api_key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Mark the PostgreSQL half so `-m "not postgres"` gives a quick local run.
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("db") == "postgres":
+            item.add_marker(pytest.mark.postgres)
+
