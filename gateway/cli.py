@@ -47,9 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Long-running commands report what they do; one-shot commands keep stderr for their one line.
+VERBOSE_COMMANDS = {"serve", "worker", "demo"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = logging.INFO if args.command in VERBOSE_COMMANDS else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "extract-reply":
             return extract_reply(args.file)
@@ -60,8 +65,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_demo(settings, serve=not args.no_serve)
         return COMMANDS[args.command](settings, args)
     except (SettingsError, UsageError) as exc:
-        sys.stderr.write(f"gateway: {exc}\n")
-        return EXIT_USAGE
+        return _fail(str(exc))
+    except Exception as exc:  # noqa: BLE001 - a database we cannot open is bad configuration too
+        problem = _database_problem(exc)
+        if problem is None:
+            raise
+        return _fail(problem)
+
+
+def _fail(message: str) -> int:
+    sys.stderr.write(f"gateway: {' '.join(message.split())}\n")  # one line, whatever the message holds
+    return EXIT_USAGE
+
+
+def _database_problem(exc: BaseException) -> str | None:
+    """A one-line description when `exc` means the configured database cannot be opened."""
+    from tortoise.exceptions import ConfigurationError, DBConnectionError
+
+    if isinstance(exc, (DBConnectionError, ConfigurationError, OSError)) or type(exc).__module__.startswith(
+        ("sqlite3", "asyncpg")
+    ):
+        return f"GATEWAY_DATABASE_URL: cannot open the database: {exc}"
+    return None
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -109,7 +134,10 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_create_api_key(settings: Settings, args: argparse.Namespace) -> int:
     from gateway.db import open_database
-    from gateway.directory.schools import InvalidSlug, create_api_key
+    from gateway.directory.schools import SLUG_RE, InvalidSlug, create_api_key
+
+    if not SLUG_RE.match(args.slug):  # before touching the database
+        raise UsageError(str(InvalidSlug(f"school slug must be lower-case letters, digits and dashes, got {args.slug!r}")))
 
     async def create() -> str:
         async with open_database(settings.database_url):
@@ -127,7 +155,7 @@ def cmd_create_api_key(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_import_roster(settings: Settings, args: argparse.Namespace) -> int:
     from gateway.db import open_database
     from gateway.directory.models import School
-    from gateway.directory.roster import RosterError, parse_roster
+    from gateway.directory.roster import RosterError, read_roster
     from gateway.directory.users import RowError, upsert_users
 
     try:
@@ -135,9 +163,11 @@ def cmd_import_roster(settings: Settings, args: argparse.Namespace) -> int:
     except OSError as exc:
         raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
     try:
-        users = parse_roster(data)
+        rows = read_roster(data)
     except RosterError as exc:
         raise UsageError(f"{args.file}: {exc}") from None
+    lines = [line for line, _ in rows]
+    users = [user for _, user in rows]
 
     async def run() -> tuple[int, int]:
         async with open_database(settings.database_url):
@@ -147,7 +177,8 @@ def cmd_import_roster(settings: Settings, args: argparse.Namespace) -> int:
             try:
                 result = await upsert_users(school, users)
             except RowError as exc:
-                raise UsageError(f"{args.file}: line {exc.index + 2}: {exc.field}: {exc.message}") from None
+                # The index is the person's position; skipped rows and blank lines make it differ from the line.
+                raise UsageError(f"{args.file}: line {lines[exc.index]}: {exc.field}: {exc.message}") from None
             return result.created, result.updated
 
     _migrate_quietly(settings)

@@ -24,6 +24,7 @@ from gateway.app import create_app
 from gateway.db import open_database
 from gateway.directory.models import School
 from gateway.directory.schools import create_api_key
+from gateway.directory.users import UserIn, upsert_users
 from gateway.settings import Settings, load_settings
 
 pytest_plugins = ["tests.fakes.twilio", "tests.fakes.smtp"]
@@ -161,3 +162,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if callspec is not None and callspec.params.get("db") == "postgres":
             item.add_marker(pytest.mark.postgres)
 
+
+# A small school: two teachers, three families, two sections.
+PEOPLE = [
+    {"external_id": "t-rivera", "role": "staff", "name": "Ms. Rivera", "email": "rivera@school.example",
+     "sections": ["3A"]},
+    {"external_id": "t-chen", "role": "staff", "name": "Mr. Chen", "email": "chen@school.example", "sections": ["4B"]},
+    {"external_id": "s-lucia", "role": "student", "name": "Lucía", "sections": ["3A"]},
+    {"external_id": "s-tom", "role": "student", "name": "Tom", "sections": ["3A", "4B"]},
+    {"external_id": "g-ana", "role": "guardian", "name": "Ana García", "phone": "+14155550142", "locale": "es",
+     "email": "ana@family.example", "channel_preference": "sms", "guardian_of": ["s-lucia"], "sections": ["3A"]},
+    {"external_id": "g-john", "role": "guardian", "name": "John Smith", "email": "john@family.example",
+     "phone": "+14155550143", "channel_preference": "email", "guardian_of": ["s-tom"], "sections": ["3A", "4B"]},
+    {"external_id": "g-wei", "role": "guardian", "name": "Li Wei", "email": "wei@family.example",
+     "phone": "+14155550144", "channel_preference": "both", "guardian_of": ["s-tom"]},
+]
+
+
+@pytest.fixture
+async def people(school: School) -> School:
+    await upsert_users(school, [UserIn.model_validate(p) for p in PEOPLE])
+    return school

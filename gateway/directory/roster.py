@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
+from typing import Iterator
 
 from pydantic import ValidationError
 
@@ -51,18 +52,62 @@ def decode(data: bytes) -> str:
 
 
 def parse_roster(data: bytes) -> list[UserIn]:
+    """The people in a roster file, in file order; raise RosterError naming the line."""
+    return [user for _, user in read_roster(data)]
+
+
+def read_roster(data: bytes) -> list[tuple[int, UserIn]]:
+    """Like parse_roster, with each person's line number in the file (the header is line 1).
+
+    Skipped rows (OneRoster `tobedeleted`) and blank lines mean a person's position in the list is
+    not its line: report problems found later (by upsert_users) with these numbers.
+    """
     text = decode(data)
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    header = {h.strip() for h in (reader.fieldnames or [])}
-    if "sourcedId" in header:
+    try:
+        fieldnames = reader.fieldnames or []
+    except csv.Error as exc:
+        raise RosterError(1, f"not a CSV file: {exc}") from None
+    header = [h.strip() for h in fieldnames]
+    named = [h for h in header if h]  # spreadsheets often add unnamed empty columns: ignored
+    if len(set(named)) != len(named):
+        repeated = sorted({h for h in named if named.count(h) > 1})[0]
+        raise RosterError(1, f"column {repeated!r} appears twice")
+    reader.fieldnames = header
+    columns = set(named)
+    if "sourcedId" in columns:
         return _oneroster(reader)
-    if {"external_id", "role", "name"} <= header:
-        unknown = header - PLAIN_FIELDS
+    if {"external_id", "role", "name"} <= columns:
+        unknown = columns - PLAIN_FIELDS
         if unknown:
             raise RosterError(1, f"unknown column {sorted(unknown)[0]!r}")
         return _plain(reader)
     raise RosterError(1, "not a OneRoster users.csv (no sourcedId column) nor a plain roster "
                          "(needs external_id, role and name columns)")
+
+
+def _rows(reader: csv.DictReader) -> Iterator[tuple[int, dict[str, str]]]:
+    """(line number, row) for every record; the number is the line where the record starts.
+
+    reader.line_num counts physical lines read so far, including blank lines that DictReader skips
+    and the newlines inside quoted values, so the start is worked back from the record's end.
+    """
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise RosterError(reader.line_num, f"not valid CSV: {exc}") from None
+        number = reader.line_num - _record_lines(row) + 1
+        if None in row:
+            raise RosterError(number, "more values than columns")
+        yield number, {k: (v or "").strip() for k, v in row.items() if k}
+
+
+def _record_lines(row: dict[str | None, object]) -> int:
+    """How many physical lines a parsed record spans (quoted values may hold newlines)."""
+    return 1 + sum(str(v).count("\n") for v in row.values() if isinstance(v, str))
 
 
 def _bool(value: str, line: int, column: str) -> bool:
@@ -81,14 +126,11 @@ def _validated(raw: dict[str, object], line: int) -> UserIn:
         raise RosterError(line, validation_message(exc)) from None
 
 
-def _plain(reader: csv.DictReader) -> list[UserIn]:
-    users: list[UserIn] = []
-    for number, row in enumerate(reader, start=2):
+def _plain(reader: csv.DictReader) -> list[tuple[int, UserIn]]:
+    users: list[tuple[int, UserIn]] = []
+    for number, row in _rows(reader):
         raw: dict[str, object] = {}
         for key, value in row.items():
-            if key is None:
-                raise RosterError(number, "more values than columns")
-            value = (value or "").strip()
             if not value:
                 continue
             if key in ("guardian_of", "sections"):
@@ -97,22 +139,23 @@ def _plain(reader: csv.DictReader) -> list[UserIn]:
                 raw[key] = _bool(value, number, key)
             else:
                 raw[key] = value
-        users.append(_validated(raw, number))
+        users.append((number, _validated(raw, number)))
     return users
 
 
-def _oneroster(reader: csv.DictReader) -> list[UserIn]:
+def _oneroster(reader: csv.DictReader) -> list[tuple[int, UserIn]]:
     rows: list[tuple[int, dict[str, str]]] = []
-    for number, row in enumerate(reader, start=2):
-        clean = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
-        if clean.get("status", "").lower() == "tobedeleted":
+    for number, row in _rows(reader):
+        if row.get("status", "").lower() == "tobedeleted":
             continue
-        rows.append((number, clean))
+        rows.append((number, row))
     roles: dict[str, str] = {}
     for number, row in rows:
         mapped = ONEROSTER_ROLES.get(row.get("role", "").lower())
         if mapped is None:
             raise RosterError(number, f"role: unknown OneRoster role {row.get('role')!r}")
+        if not row.get("sourcedId"):
+            raise RosterError(number, "sourcedId: missing")
         roles[row["sourcedId"]] = mapped[0]
     wards: dict[str, set[str]] = {}
     for _, row in rows:
@@ -123,7 +166,7 @@ def _oneroster(reader: csv.DictReader) -> list[UserIn]:
                 wards.setdefault(agent, set()).add(me)
             elif roles.get(me) == "guardian" and roles.get(agent) == "student":
                 wards.setdefault(me, set()).add(agent)
-    users: list[UserIn] = []
+    users: list[tuple[int, UserIn]] = []
     for number, row in rows:
         role, admin = ONEROSTER_ROLES[row["role"].lower()]
         name = " ".join(p for p in (row.get("givenName", ""), row.get("familyName", "")) if p) or row.get("username", "")
@@ -139,5 +182,5 @@ def _oneroster(reader: csv.DictReader) -> list[UserIn]:
             raw["login_enabled"] = _bool(row.get("enabledUser", "false"), number, "enabledUser")
         if role == "guardian" and row["sourcedId"] in wards:
             raw["guardian_of"] = sorted(wards[row["sourcedId"]])
-        users.append(_validated(raw, number))
+        users.append((number, _validated(raw, number)))
     return users

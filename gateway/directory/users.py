@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Annotated, Iterable, Sequence
 
 from babel import Locale, UnknownLocaleError
+from babel.core import parse_locale
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from tortoise.transactions import in_transaction
 
@@ -76,11 +77,22 @@ class _Row:
 
 
 def normalize_locale(raw: str) -> str:
-    """'es-MX' → 'es_MX'; raise ValueError for something that is not a locale."""
+    """'es-MX' → 'es_MX'; raise ValueError for something that is not a locale.
+
+    Babel quietly drops what it does not know ('en-nonsense' parses as 'en', 'en-ZZ' as 'en_US'), so
+    a territory, script or variant that was asked for must survive the parse.
+    """
+    text = raw.strip().replace("-", "_")
     try:
-        return str(Locale.parse(raw.replace("-", "_")))
-    except (UnknownLocaleError, ValueError) as exc:
+        language, territory, script, variant = parse_locale(text)[:4]
+        locale = Locale.parse(text)
+    except (UnknownLocaleError, ValueError, TypeError) as exc:
         raise ValueError(f"unknown locale {raw!r}") from exc
+    if (territory and locale.territory != territory) or (script and locale.script != script) or (
+        variant and locale.variant != variant
+    ):
+        raise ValueError(f"unknown locale {raw!r}")
+    return str(locale)
 
 
 def _prepare(school: School, users: Sequence[UserIn]) -> list[_Row]:

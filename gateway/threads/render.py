@@ -85,7 +85,9 @@ def _render_sms(ctx: OutboundContext, settings: Settings) -> OutboundSms:
             _t("Read it here: %(link)s", link=message_link(settings, ctx.reply_token)),
         ]
     else:
-        lines = [ctx.body, f"— {signer}" if ctx.author_name is None else f"— {ctx.author_name}, {ctx.school_name}"]
+        # A plain "-", not an em dash: one character outside GSM-7 turns the whole SMS into UCS-2,
+        # which fits 70 characters a segment instead of 160.
+        lines = [ctx.body, f"- {signer}" if ctx.author_name is None else f"- {ctx.author_name}, {ctx.school_name}"]
         if ctx.kind == "conversation":
             lines.append(_t("Reply to this message to answer %(name)s.", name=signer))
     if ctx.kind != "conversation":

@@ -56,7 +56,7 @@ ATTRIBUTION_VERBS = [
     "skrev",                                            # sv, da, no
     "napisał(a)", "napisał", "napisała", "napisal",     # pl
     "napsal(a)", "napsal", "napsala",                   # cs
-    "написал(а)", "написал", "написала", "написав", "написала(а)",  # ru, uk
+    "написал(а)", "написал", "написала", "написав", "пишет", "писал(а)", "пише",  # ru, uk
     "đã viết", "viết",                                  # vi
     "kirjoitti",                                        # fi
     "írta",                                             # hu
@@ -84,7 +84,7 @@ _ADDR = r"[^\s<>()\"']+@[^\s<>()\"']+"
 # "... wrote:" / "... a écrit :" / "...写道：" at the very end.
 ATTR_VERB_COLON = re.compile(rf"(?:(?<!\w)(?:{_V})|(?:{_VC}))\s*[:：]\s*$", re.IGNORECASE)
 # "---- John Smith wrote ----" (Android), "------On 12/29/1987 ... wrote-----".
-ATTR_DASH_FRAMED = re.compile(rf"^\s*-{{2,}}.*(?<!\w)(?:{_V})\s*-{{2,}}\s*$", re.IGNORECASE)
+ATTR_DASH_FRAMED = re.compile(rf"^\s*-{{2,}}+.*?(?<!\w)(?:{_V})\s*-{{2,}}+\s*$", re.IGNORECASE)
 # "Am ... schrieb John Doe <john@example.com>:" (the verb before the sender).
 ATTR_VERB_SENDER_COLON = re.compile(
     rf"(?<!\w)(?:{_VB})(?!\w).{{0,120}}(?:<\s*{_ADDR}\s*>|\(\s*{_ADDR}\s*\))\s*[:：]\s*$",
@@ -103,7 +103,7 @@ ATTR_NUMERIC_DATE_SENDER = re.compile(
 # from such a line): a lead-in word, a date, a weekday abbreviation and a digit, dashes.
 ATTR_START = re.compile(rf"^\s*(?:-{{2,}}\s*)?(?:(?:{_LEAD})(?!\w)|\d|[^\W\d_]{{2,5}}\.?,?\s+\d)")
 # A lead-in inside a line: "reply On Wed, Apr 4, 2012 at 3:59 PM, bob@x wrote:" (talon).
-ATTR_LEAD_IN_MIDLINE = re.compile(rf"(?:\s|-{{2,}})(?=(?:{_LEAD})\s)")
+ATTR_LEAD_IN_MIDLINE = re.compile(rf"(?:\s|(?<!-)-{{2,}}+)(?=(?:{_LEAD})\s)")
 ATTR_LEAD_IN = re.compile(rf"^\s*(?:-{{2,}}\s*)?(?:{_LEAD})(?!\w)")
 HAS_DATE_OR_ADDR = re.compile(r"\d|@")
 HAS_ADDR = re.compile(r"@")
@@ -152,7 +152,7 @@ HEADER_LINE = re.compile(
 
 # A separator line: Outlook's plain-text "________________________________", Gmail's
 # " ------------------------------", or an <hr> converted to text.
-SEPARATOR_LINE = re.compile(r"^\s*(?:[-_=*]\s?){5,}\s*$")
+SEPARATOR_LINE = re.compile(r"^\s*(?:[-_=*]\s?){5,}+\s*$")
 # Lines made only of rule characters (dropped at the end of a reply).
 RULE_ONLY_LINE = re.compile(r"^\s*[-_=*~•·]+\s*$")
 
@@ -180,7 +180,7 @@ ORIGINAL_MESSAGE_PHRASES = [
 ]
 # "-----Original Message-----", "----- Original Message -----".
 ORIGINAL_MESSAGE_LINE = re.compile(
-    rf"^\s*[-_=*]{{2,}}\s*(?:{_alt(ORIGINAL_MESSAGE_PHRASES)})\s*[-_=*]{{2,}}\s*$", re.IGNORECASE)
+    rf"^\s*[-_=*]{{2,}}+\s*(?:{_alt(ORIGINAL_MESSAGE_PHRASES)})\s*[-_=*]{{2,}}\s*$", re.IGNORECASE)
 
 FORWARD_PHRASES = [
     "Forwarded message", "Forwarded Message", "Forwarded e-mail", "Forwarded email",
@@ -202,7 +202,7 @@ FORWARD_BEGIN_PHRASES = [
     "Videresendt brev", "Początek przekazywanej wiadomości", "Начало переадресованного сообщения",
 ]
 FORWARD_LINE = re.compile(
-    rf"^\s*(?:[-_=*]{{2,}}\s*(?:{_alt(FORWARD_PHRASES)})\s*[-_=*]{{2,}}"
+    rf"^\s*(?:[-_=*]{{2,}}+\s*(?:{_alt(FORWARD_PHRASES)})\s*[-_=*]{{2,}}"
     rf"|(?:{_alt(FORWARD_BEGIN_PHRASES)})\s*[:：]?)\s*$",
     re.IGNORECASE)
 
@@ -213,12 +213,15 @@ FORWARD_LINE = re.compile(
 # "Sent from my desk, is much easier than my phone." or "Sent from a magnificent torch of
 # pixels" (github/email_reply_parser fixtures) is kept.
 _DEVICE = (
-    r"(?:i\s?phone|ipad|ipod|apple\s+watch|blackberry|android|windows(?:\s+phone)?|"
-    r"mobile|mobil\w*|móvil|movil|portable|smartphone|phone|cell(?:phone)?|celular|handy|"
-    r"telef\w*|teléfono|téléphone|tablet\w*|samsung|galaxy|htc|nokia|huawei|xiaomi|motorola|"
-    r"sony|pixel|oneplus|outlook|mail\b|gmail|yahoo|aol|mailbox|airmail|spark|blue\s?mail|"
-    r"proton\s?mail|tutanota|acompli|wireless|device|appareil|gerät|terminal|mail\.ru|почт\w*|"
-    r"айфон|телефон\w*|смартфон\w*|di[eê]n\s+thoại)"
+    # brand names: no trailing boundary ("iPhone'a", "BlackBerry®" arrive mis-decoded too)
+    r"(?:i\s?phone|ipad|ipod|blackberry|android|samsung|galaxy|htc|nokia|huawei|xiaomi|"
+    r"motorola|oneplus|outlook|gmail|yahoo|aol|mailbox|airmail|blue\s?mail|proton\s?mail|"
+    r"tutanota|acompli|mail\.ru|айфон|"
+    # generic words: whole words only ("pixels" is not a Pixel phone)
+    r"(?:apple\s+watch|windows(?:\s+phone)?|mobile|mobil\w*|móvil|movil|portable|smartphone|"
+    r"phone|cell(?:phone)?|celular|handy|telef\w*|teléfono|téléphone|tablet\w*|sony|pixel|"
+    r"mail|spark|wireless|device|appareil|gerät|terminal|почт\w*|телефон\w*|смартфон\w*|"
+    r"di[eê]n\s+thoại)\b)"
 )
 _SENT = (
     r"(?:sent|posted|enviado|enviada|envoyé|envoye|gesendet|verzonden|verstuurd|skickat|sendt|"
@@ -300,6 +303,7 @@ VALEDICTION_LINE = re.compile(rf"^\s*(?:{_alt(VALEDICTIONS)})\s*[,.!;:]*\s*$", r
 
 # "-Abhishek", "- roman", "-Lev.", "/John" (Scandinavian habit): a name on its own line.
 DASH_NAME_LINE = re.compile(r"^[-/~–—]\s?[^\W\d_][^\s\d]*(?:\s+[^\W\d_][^\s\d]*){0,2}\s*$")
+POSTSCRIPT = re.compile(r"^p\.?\s?s\b", re.IGNORECASE)
 BULLET_LINE = re.compile(r"^\s*(?:[-*•+·–]|\d+[.)])\s")
 
 # The sig-dash ("-- ", RFC 3676 section 4.3) and the shapes people type instead.
@@ -315,3 +319,29 @@ QP_ESCAPE = re.compile(r"=(?:[89A-F][0-9A-F]|3D|20)")
 
 QUOTE_LINE = re.compile(r"^[ \t]*>")
 URLISH = re.compile(r"://|mailto:|www\.", re.IGNORECASE)
+PLAIN_WORD = re.compile(r"^[^\W\d_]+[.!?,;:]*$")
+
+
+# --------------------------------------------------------------------------- HTML clients
+# class / id tokens (lower-cased) of containers whose content is quoted history.
+HTML_QUOTE_CONTAINERS = frozenset({
+    "gmail_quote", "gmail_quote_container",    # Gmail: attribution + blockquote
+    "moz-cite-prefix",                         # Thunderbird: the "On ... wrote:" div
+    "yahoo_quoted",                            # Yahoo Mail
+    "olk_src_body_section",                    # Outlook for Mac
+    "mail-editor-reference-message-container",  # new Outlook for Mac
+    "protonmail_quote", "tutanota_quote",      # Proton Mail, Tutanota
+    "zmail_extra",                             # Zoho Mail
+    "appleoriginalcontents",                   # Apple Mail (older)
+})
+# Token fragments: clients prefix copies of these ("x_gmail_quote" in Outlook web,
+# "ydp3c1yahoo_quoted_4417" in Yahoo, "AOLMsgPart_0_4d68..." in AOL).
+HTML_QUOTE_CONTAINER_PARTS = ("gmail_quote", "yahoo_quoted", "olk_src_body_section", "aolmsgpart")
+# Elements from which on the rest of the document is history: Outlook web/desktop
+# (#appendonsend, #divRplyFwdMsg), Hotmail (hr#stopSpelling), Zimbra (hr#zwchr).
+HTML_HISTORY_MARKERS = frozenset({
+    "divrplyfwdmsg", "x_divrplyfwdmsg", "appendonsend", "outlookmessageheader",
+    "stopspelling", "zwchr",
+})
+# Signature blocks the client marks as such.
+HTML_SIGNATURE_TOKENS = frozenset({"gmail_signature", "moz-signature"})

@@ -81,6 +81,8 @@ _ATTR_MAX_CHARS = 400
 _SIG_MAX_LINES = 10       # "--"/"---" (not the strict "-- ") opens a signature this short
 _CLOSING_MAX_LINES = 4    # lines allowed after "Regards," (name, title, phone...)
 _CLOSING_MAX_CHARS = 60
+_MAX_SIGNATURE_CUTS = 8  # closings/footers stacked at the end; more is not a signature
+_BLANK_RUN = re.compile(r"\n[ \t]*\n(?:[ \t]*\n)+")
 
 
 # =========================================================================== public API
@@ -100,6 +102,9 @@ def extract_reply_from_html(html: str) -> str:
     if not html:
         return ""
     lines, flags = _HtmlRenderer(for_extraction=True).render(_normalise_newlines(html))
+    for k, line in enumerate(lines):
+        if not flags[k] and P.QUOTE_LINE.match(line):
+            flags[k] = _GT                    # Hotmail/AOL quote with literal "&gt; " text
     return _extract(lines, flags)
 
 
@@ -147,9 +152,34 @@ def _repair_quoted_printable(text: str) -> str:
 
 # =========================================================================== the algorithm
 
+class _Body:
+    """The lines of a body, their quote flags, and each line's header-key role (memoised:
+    the header regex is large and a header block is probed from each of its lines)."""
+
+    __slots__ = ("lines", "flags", "_roles")
+    _UNSET = "\0"
+
+    def __init__(self, lines: list[str], flags: list[int]) -> None:
+        self.lines = lines
+        self.flags = flags
+        self._roles: list[str | None] = [self._UNSET] * len(lines)
+
+    def role(self, k: int) -> str | None:
+        """"from"/"date"/"to"/"cc"/"subject" if line k is a "Key: value" header line."""
+        r = self._roles[k]
+        if r is self._UNSET:
+            line = self.lines[k]
+            m = P.HEADER_LINE.match(line) if (":" in line[:60] or "：" in line[:60]) else None
+            r = P.HEADER_KEY_ROLE.get(" ".join(m.group("key").split()).casefold(), "?") if m else None
+            self._roles[k] = r
+        return r
+
+
 def _extract(lines: list[str], flags: list[int]) -> str:
+    body = _Body(lines, flags)
     n = len(lines)
     _absorb_wrapped_quote_fragments(lines, flags)
+    bounds = _text_bounds(lines, flags)
     kept: list[str] = []
     forwarded: list[str] = []
     first_attribution_at: int | None = None   # len(kept) when the first quote was dropped
@@ -163,7 +193,7 @@ def _extract(lines: list[str], flags: list[int]) -> str:
             if flags[i] == _HTML and not seen_history and _first_text_is_forward(lines, i, j):
                 forwarded = lines[i:]          # an HTML quote container holding a forward
                 break
-            if flags[i] == _HTML or seen_history or _is_history_block(lines, flags, i, j):
+            if flags[i] == _HTML or seen_history or _is_history_block(lines, i, j, bounds):
                 seen_history = True
             else:
                 kept.extend(lines[i:j])        # a lone ">" line inside prose
@@ -173,7 +203,7 @@ def _extract(lines: list[str], flags: list[int]) -> str:
             kept.append(lines[i])
             i += 1
             continue
-        hit = _splitter_at(lines, flags, i)
+        hit = _splitter_at(body, i)
         if hit is None:
             kept.append(lines[i])
             i += 1
@@ -200,7 +230,8 @@ def _extract(lines: list[str], flags: list[int]) -> str:
     reply = _strip_trailer(kept)
     if forwarded:
         reply = reply + ([""] if reply else []) + [line.rstrip() for line in forwarded]
-    return "\n".join(reply).strip("\n")
+    # blank runs left where quotes were cut collapse to one blank line
+    return _BLANK_RUN.sub("\n\n", "\n".join(reply)).strip("\n")
 
 
 def _has_text(lines: list[str]) -> bool:
@@ -208,23 +239,32 @@ def _has_text(lines: list[str]) -> bool:
 
 
 def _absorb_wrapped_quote_fragments(lines: list[str], flags: list[int]) -> None:
-    """A single-token or URL line squeezed between two quoted lines is the quote's own
-    text that the sender's client hard-wrapped (talon's broken-link fixtures)."""
+    """A URL piece squeezed between two ">" lines is the quote's own text that a client
+    hard-wrapped (talon's broken-link fixtures: " (http://x/c/Yz) >", "_nonce=3dd518)").
+    A plain word there ("Yes.") is a terse inline answer and stays."""
     for i in range(1, len(lines) - 1):
-        if flags[i] or not flags[i - 1] or not flags[i + 1]:
+        if flags[i] or flags[i - 1] != _GT or flags[i + 1] != _GT:
             continue
         s = lines[i].strip()
-        if s and (" " not in s or P.URLISH.search(s)):
-            flags[i] = flags[i - 1]
+        if s and (P.URLISH.search(s) or (" " not in s and not P.PLAIN_WORD.match(s))):
+            flags[i] = _GT
 
 
-def _is_history_block(lines: list[str], flags: list[int], i: int, j: int) -> bool:
-    """Is the unattributed ">" block lines[i:j] quoted history?"""
+def _text_bounds(lines: list[str], flags: list[int]) -> tuple[int, int]:
+    """(first non-blank line, last non-blank unquoted line); (len, -1) when absent."""
+    first = next((k for k, line in enumerate(lines) if line.strip()), len(lines))
+    last = next((k for k in range(len(lines) - 1, -1, -1)
+                 if not flags[k] and lines[k].strip()), -1)
+    return first, last
+
+
+def _is_history_block(lines: list[str], i: int, j: int, bounds: tuple[int, int]) -> bool:
+    """Is the unattributed ">" block lines[i:j] quoted history? Two or more lines, or
+    nothing written above it, or nothing written below it."""
     if sum(1 for k in range(i, j) if lines[k].strip(" \t>")) >= 2:
         return True
-    at_top = not any(lines[k].strip() for k in range(0, i))
-    at_bottom = all(flags[k] or not lines[k].strip() for k in range(j, len(lines)))
-    return at_top or at_bottom
+    first_text, last_unquoted_text = bounds
+    return first_text >= i or last_unquoted_text < j
 
 
 def _quote_follows(lines: list[str], flags: list[int], start: int) -> bool:
@@ -246,50 +286,51 @@ def _first_text_is_forward(lines: list[str], i: int, j: int) -> bool:
 
 # --------------------------------------------------------------------------- splitters
 
-def _splitter_at(lines: list[str], flags: list[int], i: int) -> tuple[int, int, str] | None:
+def _splitter_at(body: _Body, i: int) -> tuple[int, int, str] | None:
     """(kind, index after the splitter, reply text sharing its line) or None."""
-    line = lines[i]
+    line = body.lines[i]
     if P.FORWARD_LINE.match(line):
         return _FORWARD, i + 1, ""
     if P.ORIGINAL_MESSAGE_LINE.match(line):
         return _ORIGINAL, i + 1, ""
-    if P.SEPARATOR_LINE.match(line) and _separator_heads_header(lines, flags, i):
+    if P.SEPARATOR_LINE.match(line) and _separator_heads_header(body, i):
         return _SEPARATED_HEADER, i + 1, ""
-    if P.HEADER_LINE.match(line):
-        end = _header_block_end(lines, flags, i)
+    if body.role(i):
+        end = _header_block_end(body, i)
         if end is not None:
             return _HEADER, end, ""
-    end = _attribution_end(lines, i)
+    if not P.ATTR_START.match(line):
+        shared = _midline_attribution(line, i)   # "reply On ... wrote:" keeps "reply"
+        if shared is not None:
+            return shared
+    end = _attribution_end(body.lines, i)
     if end is not None:
         return _ATTRIBUTION, end, ""
-    return _midline_attribution(line, i)
+    return None
 
 
-def _separator_heads_header(lines: list[str], flags: list[int], i: int) -> bool:
+def _separator_heads_header(body: _Body, i: int) -> bool:
     """"____" / "-----" / <hr> followed by a From: or Date: line (talon's HTML fixtures
     print "From: a Date: b" on one line, so one key is enough after a separator)."""
-    for k in range(i + 1, min(i + 3, len(lines))):
-        if flags[k]:
+    for k in range(i + 1, min(i + 3, len(body.lines))):
+        if body.flags[k]:
             return False
-        if lines[k].strip():
-            m = P.HEADER_LINE.match(lines[k])
-            return bool(m) and P.HEADER_KEY_ROLE.get(_key(m)) in ("from", "date")
+        if body.lines[k].strip():
+            return body.role(k) in ("from", "date")
     return False
 
 
-def _key(m: re.Match[str]) -> str:
-    return " ".join(m.group("key").split()).casefold()
-
-
-def _header_block_end(lines: list[str], flags: list[int], i: int) -> int | None:
-    """End of an Outlook-style header block starting at line i, if it is one."""
+def _header_block_end(body: _Body, i: int) -> int | None:
+    """End of an Outlook-style header block starting at line i, if it is one: at least
+    two roles among From/Sent-Date/To/Cc/Subject, one of them From or Sent/Date."""
     roles: set[str] = set()
     continuation = 0
     k = i
+    lines, flags = body.lines, body.flags
     while k < len(lines) and k < i + 14 and not flags[k] and lines[k].strip():
-        m = P.HEADER_LINE.match(lines[k])
-        if m:
-            roles.add(P.HEADER_KEY_ROLE.get(_key(m), "?"))
+        role = body.role(k)
+        if role:
+            roles.add(role)
             continuation = 0
         else:
             continuation += 1                  # a wrapped value ("Subject: Two\nline subject")
@@ -353,7 +394,8 @@ def _midline_attribution(line: str, i: int) -> tuple[int, int, str] | None:
     s = line.rstrip()
     if not s or s[-1] not in ":：-":
         return None
-    for m in P.ATTR_LEAD_IN_MIDLINE.finditer(s):
+    # only the last _ATTR_MAX_CHARS can hold it: do not rescan a huge line per match
+    for m in P.ATTR_LEAD_IN_MIDLINE.finditer(s, max(0, len(s) - _ATTR_MAX_CHARS - 2)):
         rest = s[m.end():]
         if _is_attribution(rest):
             before = s[:m.start()].rstrip(" -")
@@ -368,11 +410,15 @@ def _strip_trailer(lines: list[str]) -> list[str]:
     """Drop footers and signatures from the end of the reply (rule 3)."""
     lines = [line.rstrip() for line in lines]
     _trim(lines)
+    signature_cuts = 0
     while lines:
-        if P.MOBILE_FOOTER.match(lines[-1].strip()) and len(lines[-1]) <= 160:
+        if len(lines[-1]) <= 160 and P.MOBILE_FOOTER.match(lines[-1].strip()):
             lines.pop()
             _trim(lines)
             continue
+        signature_cuts += 1
+        if signature_cuts > _MAX_SIGNATURE_CUTS:
+            break
         cut = _signature_start(lines)
         if cut is None or not _has_text(lines[:cut]):
             break
@@ -415,8 +461,7 @@ def _signature_start(lines: list[str]) -> int | None:
         k = nonblank[pos]
         if P.VALEDICTION_LINE.match(lines[k]):
             after = [lines[x].strip() for x in nonblank[pos + 1:]]
-            if all(len(a) <= _CLOSING_MAX_CHARS and not a.lower().startswith(("p.s", "ps"))
-                   for a in after):
+            if all(len(a) <= _CLOSING_MAX_CHARS and not P.POSTSCRIPT.match(a) for a in after):
                 candidates.append(k)
             break
 
@@ -431,19 +476,6 @@ def _signature_start(lines: list[str]) -> int | None:
 
 
 # =========================================================================== HTML
-
-# Containers whose content is quoted history (matched against class and id tokens).
-_QUOTE_CONTAINER_TOKENS = (
-    "gmail_quote", "gmail_quote_container", "moz-cite-prefix", "yahoo_quoted",
-    "olk_src_body_section", "protonmail_quote", "tutanota_quote", "zmail_extra",
-    "mail-editor-reference-message-container", "appleoriginalcontents", "replyforwardmessage",
-)
-_QUOTE_CONTAINER_SUBSTRINGS = ("yahoo_quoted", "gmail_quote", "olk_src_body_section")
-# Elements from which on the rest of the document is history (Outlook web/desktop,
-# Hotmail, Zimbra).
-_HISTORY_MARKERS = ("divrplyfwdmsg", "appendonsend", "outlookmessageheader", "stopspelling",
-                    "zwchr", "x_divrplyfwdmsg")
-_SIGNATURE_TOKENS = ("gmail_signature", "moz-signature")
 
 _BLOCK = frozenset({
     "address", "article", "aside", "blockquote", "body", "center", "dd", "div", "dl", "dt",
@@ -599,7 +631,7 @@ class _HtmlRenderer:
             return
         if tag == "hr":
             self._flush()
-            if self.extract and _tokens(el) & set(_HISTORY_MARKERS):
+            if self.extract and _tokens(el) & P.HTML_HISTORY_MARKERS:
                 self.history = True
             self._add(_RULE)
             self._flush()
@@ -607,11 +639,11 @@ class _HtmlRenderer:
         if tag in ("img", "input", "meta", "link"):
             return
         tokens = _tokens(el) if self.extract else frozenset()
-        if self.extract and tokens & set(_SIGNATURE_TOKENS):
+        if self.extract and tokens & P.HTML_SIGNATURE_TOKENS:
             return                            # Gmail/Thunderbird mark the signature block
-        if self.extract and (tokens & set(_HISTORY_MARKERS)):
+        if self.extract and tokens & P.HTML_HISTORY_MARKERS:
             self.history = True
-        quote = self.extract and (_is_quote_container(el, tokens)
+        quote = self.extract and (_is_quote_container(tokens)
                                   or (tag == "blockquote" and self._is_quote_blockquote(el)))
         block = tag in _BLOCK or quote
         if block:
@@ -630,10 +662,10 @@ class _HtmlRenderer:
         if tag == "pre":
             self.pre += 1
         self._walk(el)
-        if tag == "pre":
-            self.pre -= 1
         if block:
             self._flush()
+        if tag == "pre":
+            self.pre -= 1
         if quote:
             self.quoted -= 1
         if tag == "blockquote" and not self.extract:
@@ -656,17 +688,12 @@ def _tokens(el: _Node) -> frozenset[str]:
     return frozenset((cls + " " + ident).lower().split())
 
 
-def _is_quote_container(el: _Node, tokens: frozenset[str]) -> bool:
+def _is_quote_container(tokens: frozenset[str]) -> bool:
     if not tokens:
         return False
-    if tokens & set(_QUOTE_CONTAINER_TOKENS):
+    if tokens & P.HTML_QUOTE_CONTAINERS:
         return True
-    for t in tokens:
-        if any(s in t for s in _QUOTE_CONTAINER_SUBSTRINGS):
-            return True
-        if t.startswith("aolmsgpart"):
-            return True
-    return False
+    return any(s in t for t in tokens for s in P.HTML_QUOTE_CONTAINER_PARTS)
 
 
 def _last_top_level_blockquote(root: _Node) -> _Node | None:

@@ -9,16 +9,20 @@ from pydantic import BaseModel
 from tortoise.transactions import in_transaction
 
 from gateway.directory.contacts import InvalidAddress, normalize_phone
-from gateway.directory.models import AuditLog, ContactPoint, Membership, Relationship, SectionMember
+from gateway.directory.models import AuditLog, ContactPoint, Membership, Relationship, School, SectionMember
 from gateway.directory.schools import authenticate_api_key
 from gateway.directory.users import RowError, normalize_locale, upsert_users
-from gateway.errors import GatewayError, InvalidInput, NotFound
+from gateway.errors import Conflict, GatewayError, InvalidInput, NotFound
 from gateway.threads.compose import RecipientSpec, post_staff_reply, send_communication
 from gateway.threads.models import Conversation, Delivery, Message, Origin, Participant
 from gateway.web import keys
+from gateway.web.openapi import openapi as openapi_document
 from gateway.web.schemas import CommunicationIn, ReplyIn, SchoolPatch, UsersPut
 
 M = TypeVar("M", bound=BaseModel)
+# Handlers that need no API key. Matched by route: a path test such as endswith("/openapi.json")
+# also let GET /users/openapi.json through unauthenticated (and then fail with a 500).
+PUBLIC_HANDLERS = frozenset({openapi_document})
 
 
 class Unauthorized(GatewayError):
@@ -33,7 +37,7 @@ class BodyTooLarge(GatewayError):
 
 @web.middleware
 async def api_key_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    if request.path.endswith("/openapi.json"):
+    if request.match_info.route.handler in PUBLIC_HANDLERS:  # by route, not by path suffix
         return await handler(request)
     header = request.headers.get("Authorization", "")
     scheme, _, key = header.partition(" ")
@@ -87,6 +91,7 @@ async def patch_school(request: web.Request) -> web.Response:
             except InvalidAddress as exc:
                 raise InvalidInput(f"sms_numbers[{i}]: {exc}") from None
         changes["sms_numbers"] = list(dict.fromkeys(numbers))
+        await _check_numbers_free(school, changes["sms_numbers"])
     if "quiet_hours" in patch.model_fields_set:
         qh = patch.quiet_hours
         start = end = 0
@@ -102,6 +107,17 @@ async def patch_school(request: web.Request) -> web.Response:
             await AuditLog.create(school=school, actor=_actor(request), action="school.update",
                                   details={"fields": sorted(changes)})
     return web.json_response(school_json(school))
+
+
+async def _check_numbers_free(school: School, numbers: list[str]) -> None:
+    """Inbound SMS finds its school by the number it was sent to: a number serves one school only."""
+    wanted = set(numbers)
+    if not wanted:
+        return
+    for other in await School.exclude(id=school.id).only("id", "slug", "sms_numbers"):
+        taken = wanted.intersection(other.sms_numbers or [])
+        if taken:
+            raise Conflict(f"sms_numbers: {min(taken)} already sends for another school")
 
 
 def school_json(school: Any) -> dict[str, Any]:
@@ -128,7 +144,7 @@ async def put_users(request: web.Request) -> web.Response:
     try:
         result = await upsert_users(school, body.users)
     except RowError as exc:
-        raise InvalidInput(str(exc), code="invalid_user") from None
+        raise InvalidInput(str(exc)) from None
     await AuditLog.create(school=school, actor=_actor(request), action="users.upsert",
                           details={"created": result.created, "updated": result.updated})
     return web.json_response({"created": result.created, "updated": result.updated})

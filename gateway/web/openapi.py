@@ -48,6 +48,7 @@ def build_openapi() -> dict[str, Any]:
                        "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}}},
         "security": [{"apiKey": []}],
         "paths": {
+            "/openapi.json": {"get": {**_op("This document"), "security": []}},
             "/school": {"get": _op("The school this key belongs to"),
                         "patch": _op("Change the school's settings", body=SchoolPatch)},
             "/users": {"put": _op("Create or update people by external_id (all or nothing)", body=UsersPut)},

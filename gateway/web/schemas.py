@@ -6,7 +6,7 @@ import re
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from gateway.directory.models import Role
 from gateway.directory.users import UserIn
@@ -31,6 +31,12 @@ class QuietHours(Strict):
             raise ValueError("must be HH:MM (24-hour)")
         return value
 
+    @model_validator(mode="after")
+    def _not_empty(self) -> "QuietHours":
+        if self.start == self.end:
+            raise ValueError("start and end must differ; send \"quiet_hours\": null to turn quiet hours off")
+        return self
+
 
 class SchoolPatch(Strict):
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)] | None = None
@@ -40,6 +46,14 @@ class SchoolPatch(Strict):
         default=None, description="ISO 3166 country used to read local phone numbers", examples=["US"])
     sms_numbers: list[str] | None = Field(default=None, max_length=100, description="our Twilio numbers, E.164")
     quiet_hours: QuietHours | None = None
+
+    @field_validator("name", "timezone", "default_locale", "default_region", "sms_numbers")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        # Only quiet_hours may be null (it turns quiet hours off); to keep a field, leave it out.
+        if value is None:
+            raise ValueError("may not be null; leave the field out to keep its value")
+        return value
 
     @field_validator("timezone")
     @classmethod
