@@ -17,7 +17,8 @@ import re
 
 def _alt(words: list[str]) -> str:
     """A regex alternation of literal words, longest first so prefixes do not win."""
-    return "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in sorted(set(words), key=len, reverse=True))
+    ordered = sorted(set(words), key=len, reverse=True)
+    return "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in ordered)
 
 
 # --------------------------------------------------------------------------- attribution lines
@@ -92,7 +93,9 @@ ATTR_VERB_SENDER_COLON = re.compile(
 # Gmail in ja/ru/zh/ko and several webmails put the date first and no verb at all:
 # "2014-10-17 11:28 GMT+03:00 Postmaster <p@x>:", "26.06.2014, 14:41, "A" <a@x>:",
 # "Thu, 26 Jun 2014 14:00:51 +0400 от Alexander <a@x>:", "2022年1月1日(金) 9:00 田中 <t@x>:".
-_DATE_START = r"^\s*(?:\d{1,4}\s*[-/.年]\s*\d{1,2}|\d{1,2}\s*[.]?\s*[^\W\d_]{3,}|[^\W\d_]{2,5}\.?,?\s+\d)"
+_DATE_START = (r"^\s*(?:\d{1,4}\s*[-/.年]\s*\d{1,2}"    # 2014-10-17, 26.06.2014, 2022年1月
+               r"|\d{1,2}\s*[.]?\s*[^\W\d_]{3,}"          # 4 dec., 26 Jun
+               r"|[^\W\d_]{2,5}\.?,?\s+\d)")             # Thu, 26 / пн, 6 / ons 4
 ATTR_DATE_SENDER = re.compile(
     rf"{_DATE_START}.{{0,200}}(?:<\s*{_ADDR}\s*>|\(\s*{_ADDR}\s*\))\s*[:：]\s*$")
 # "2011/4/7 Nathan <n@example.com>" (old Gmail: numeric date, sender, no colon).
@@ -142,7 +145,8 @@ HEADER_KEYS: dict[str, list[str]] = {
         "主旨", "件名", "제목", "Θέμα",
     ],
 }
-HEADER_KEY_ROLE: dict[str, str] = {k.casefold(): role for role, ks in HEADER_KEYS.items() for k in ks}
+HEADER_KEY_ROLE: dict[str, str] = {
+    k.casefold(): role for role, keys in HEADER_KEYS.items() for k in keys}
 # "From: x", "*From:* x" (Gmail's text rendering of Outlook's bold keys), "De : x" (French
 # spacing), "发件人：x" (full-width colon).
 HEADER_LINE = re.compile(

@@ -17,15 +17,16 @@ Rules, in the order they apply
 1. Quoted lines. Lines starting with ">" are history when an attribution introduces them,
    when the block has two or more lines, or when it sits at the top or the bottom of the
    message. A lone ">" line inside prose (">>> http://x <<<") stays text (talon's fixture).
-   A one-token line sandwiched between quoted lines is a hard-wrapped piece of the quote
-   (a long URL that the client broke), not an answer.
+   A URL piece squeezed between two quoted lines is a hard-wrapped part of the quote (a
+   long link the client broke), not an answer; a plain word there ("Yes.") is an answer.
    In HTML the quote structure is known instead: blockquote[type=cite], Gmail's
    .gmail_quote, Thunderbird's .moz-cite-prefix, Yahoo's .yahoo_quoted, Outlook for Mac's
    #OLK_SRC_BODY_SECTION, AOL's AOLMsgPart... are history, and so is everything after
    Outlook's #divRplyFwdMsg / #appendonsend, Hotmail's hr#stopSpelling and Zimbra's
    hr#zwchr. A plain <blockquote> is history only if it is the last top-level one (talon's
    convention: earlier ones, and Gmail's "indent" blockquotes with border:none, are the
-   sender's own formatting). <hr> and Outlook's border-top header divs become a separator
+   sender's own formatting). Text lines starting with "&gt;" (Hotmail, AOL) are quoted
+   lines as in plain text. <hr> and Outlook's border-top header divs become a separator
    line, as Outlook's own text rendering has them.
 2. Splitters, scanned top to bottom over the unquoted lines:
    a. A forward marker ("---------- Forwarded message ----------", "Begin forwarded
@@ -170,7 +171,10 @@ class _Body:
         if r is self._UNSET:
             line = self.lines[k]
             m = P.HEADER_LINE.match(line) if (":" in line[:60] or "：" in line[:60]) else None
-            r = P.HEADER_KEY_ROLE.get(" ".join(m.group("key").split()).casefold(), "?") if m else None
+            r = None
+            if m:
+                key = " ".join(m.group("key").split()).casefold()
+                r = P.HEADER_KEY_ROLE.get(key, "?")
             self._roles[k] = r
         return r
 
@@ -227,7 +231,7 @@ def _extract(lines: list[str], flags: list[int]) -> str:
             del kept[first_attribution_at:]    # rule 2d: mixed quoting below a top-post
         break
 
-    reply = _strip_trailer(kept)
+    reply = [line.rstrip() for line in _strip_trailer(kept)]
     if forwarded:
         reply = reply + ([""] if reply else []) + [line.rstrip() for line in forwarded]
     # blank runs left where quotes were cut collapse to one blank line
@@ -407,8 +411,9 @@ def _midline_attribution(line: str, i: int) -> tuple[int, int, str] | None:
 # --------------------------------------------------------------------------- the tail
 
 def _strip_trailer(lines: list[str]) -> list[str]:
-    """Drop footers and signatures from the end of the reply (rule 3)."""
-    lines = [line.rstrip() for line in lines]
+    """Drop footers and signatures from the end of the reply (rule 3). Lines keep their
+    trailing blanks here: "-- " with its space is the RFC 3676 sig-dash."""
+    lines = list(lines)
     _trim(lines)
     signature_cuts = 0
     while lines:
@@ -648,7 +653,7 @@ class _HtmlRenderer:
         block = tag in _BLOCK or quote
         if block:
             self._flush()
-        if self.extract and tag == "div" and "border-top" in el.attrs.get("style", "").replace(" ", ""):
+        if self.extract and tag == "div" and "border-top" in el.attrs.get("style", ""):
             self._add(_RULE)                  # Outlook's header divs: a separator, as in its text
             self._flush()
         if tag == "li":

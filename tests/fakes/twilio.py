@@ -83,6 +83,7 @@ class FakeTwilio:
     _failures: deque[_Failure] = field(default_factory=deque)
     _delay: float = 0.0
     _hung: asyncio.Event | None = None      # set → hung requests may proceed
+    _hang_after: int | None = None          # requests up to this attempt number are answered
     _closing: asyncio.Event = field(default_factory=asyncio.Event)
     _seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -111,6 +112,11 @@ class FakeTwilio:
         """Never answer following requests, until release()."""
         if self._hung is None or self._hung.is_set():
             self._hung = asyncio.Event()
+
+    def hang_after(self, answered: int) -> None:
+        """Answer the next `answered` requests, then never answer until release() (a stalled provider)."""
+        self._hang_after = self.attempts + answered
+        self._hung = asyncio.Event()
 
     def release(self) -> None:
         """Let hung requests proceed (they are then answered normally, to a client long gone)."""
@@ -172,13 +178,13 @@ class FakeTwilio:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
-            return await self._answer(request)
+            return await self._answer(request, self.attempts)
         finally:
             self.in_flight -= 1
 
-    async def _answer(self, request: web.Request) -> web.Response:
+    async def _answer(self, request: web.Request, attempt: int) -> web.Response:
         form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
-        await self._wait_as_told()
+        await self._wait_as_told(attempt)
 
         user = _basic_auth(request.headers.get("Authorization", ""))
         if user != (self.account_sid, self.auth_token):
@@ -200,11 +206,13 @@ class FakeTwilio:
         self.sent.append(RecordedMessage(sid, form, time.monotonic(), user[0]))
         return web.json_response(self._message_json(sid, form), status=201)
 
-    async def _wait_as_told(self) -> None:
+    async def _wait_as_told(self, attempt: int) -> None:
         # Both waits end early when the fixture tears down, so no handler outlives the test.
         if self._delay > 0:
             await _wait_or(self._closing, self._delay)
         hung = self._hung
+        if self._hang_after is not None and attempt <= self._hang_after:
+            hung = None
         if hung is not None and not hung.is_set():
             closing = asyncio.ensure_future(self._closing.wait())
             released = asyncio.ensure_future(hung.wait())

@@ -314,6 +314,12 @@ class TestSignatures:
         assert extract_reply("this is an email with a correct -- signature.\n\n-- \nrick") \
             == "this is an email with a correct -- signature."
 
+    def test_strict_sig_dash_opens_a_signature_of_any_length(self) -> None:
+        signature = "\n".join(f"signature line {n}" for n in range(15))
+        assert extract_reply(f"Hi\n\n-- \n{signature}") == "Hi"
+        # without the trailing space, a long block after "--" is more likely prose
+        assert extract_reply(f"Hi\n\n--\n{signature}").endswith("signature line 14")
+
     def test_short_block_after_double_or_triple_dash(self) -> None:
         assert extract_reply("Wow. Awesome!\n--\nBob Smith") == "Wow. Awesome!"
         assert extract_reply("Hey man! How r u?\n---\nRoman") == "Hey man! How r u?"

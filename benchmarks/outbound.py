@@ -1,0 +1,180 @@
+"""Outbound throughput: the dispatcher against a raw send loop, and the time to compose.
+
+    .venv/bin/python benchmarks/outbound.py [--deliveries 10000] [--database sqlite|postgres]
+
+1. Compose: a 10,000-recipient announcement (half prefer SMS, half e-mail) written by
+   send_communication on a fresh SQLite file: Message, participants, reply tokens, SMS routes and
+   10,000 deliveries in one transaction. Target: under 3 s.
+2. Baseline: the same 5,000 SMS through the twilio client and 5,000 e-mails through aiosmtplib
+   directly (pre-rendered, same concurrency as the dispatcher: 32 SMS requests in flight, 4 SMTP
+   connections), with no database.
+3. Dispatcher: those 10,000 deliveries through the outbox (claim with lease, render per recipient
+   language, send, record), rate limits off.
+Prints both rates and the ratio (target: at least 0.5). The provider fakes run in a child process
+(benchmarks/_servers.py) so they do not compete for our core.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from email.message import EmailMessage
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import aiosmtplib  # noqa: E402
+from twilio.http.async_http_client import AsyncTwilioHttpClient  # noqa: E402
+from twilio.rest import Client  # noqa: E402
+
+from gateway.channels.email_smtp import SmtpEmailChannel  # noqa: E402
+from gateway.channels.twilio_sms import TwilioSmsChannel  # noqa: E402
+from gateway.db import open_database  # noqa: E402
+from gateway.directory.models import ChannelPreference, ContactKind, ContactPoint, Membership, Role, School, User  # noqa: E402
+from gateway.settings import TwilioSettings, load_settings  # noqa: E402
+from gateway.threads.compose import RecipientSpec, send_communication  # noqa: E402
+from gateway.threads.dispatcher import Dispatcher  # noqa: E402
+from gateway.threads.models import ConversationKind, Delivery  # noqa: E402
+
+SMS_CONCURRENCY = 32
+SMTP_CONNECTIONS = 4
+
+
+async def seed(n: int) -> School:
+    school = await School.create(slug="bench", name="Bench School", sms_numbers=[f"+1415555{i:04d}" for i in range(100, 104)],
+                                 quiet_hours_start=0, quiet_hours_end=0)
+    await User.bulk_create([User(name=f"Guardian {i}", locale="es" if i % 3 == 0 else None,
+                                 channel_preference=ChannelPreference.SMS if i % 2 else ChannelPreference.EMAIL)
+                            for i in range(n)] + [User(name="Ms. Rivera")], batch_size=1000)
+    users = await User.all().order_by("id").values_list("id", flat=True)
+    staff, guardians = users[-1], users[:-1]
+    await Membership.bulk_create([Membership(school=school, user_id=uid, external_id=f"g{i}", role=Role.GUARDIAN)
+                                  for i, uid in enumerate(guardians)]
+                                 + [Membership(school=school, user_id=staff, external_id="t", role=Role.STAFF)], batch_size=1000)
+    await ContactPoint.bulk_create(
+        [ContactPoint(user_id=uid, kind=ContactKind.PHONE, address=f"+1202555{i:04d}") for i, uid in enumerate(guardians)]
+        + [ContactPoint(user_id=uid, kind=ContactKind.EMAIL, address=f"g{i}@family.example") for i, uid in enumerate(guardians)],
+        batch_size=1000)
+    return school
+
+
+async def raw_loop(servers: dict, n_sms: int, n_email: int) -> float:
+    """The same traffic straight through the libraries, no outbox: the ceiling we compare with."""
+    http = AsyncTwilioHttpClient()
+    client = Client(servers["sid"], servers["token"], http_client=http, environment={})
+    client.api.base_url = servers["twilio"]
+    gate = asyncio.Semaphore(SMS_CONCURRENCY)
+
+    async def sms(i: int) -> None:
+        async with gate:
+            await client.messages.create_async(to=f"+1202555{i:04d}", from_="+14155550100",
+                                               body="School starts Monday at 8:15.\n- Ms. Rivera, Bench School\nText STOP to opt out.",
+                                               status_callback=f"https://gw.example/webhooks/twilio/status?delivery={i}")
+
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(n_email):
+        queue.put_nowait(i)
+
+    async def smtp_worker() -> None:
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=servers["smtp_port"]) as smtp:
+            while not queue.empty():
+                i = queue.get_nowait()
+                m = EmailMessage()
+                m["From"], m["To"], m["Subject"] = "school@reply.example", f"g{i}@family.example", "Welcome back"
+                m["Message-ID"] = f"<d{i}@reply.example>"
+                m.set_content("School starts Monday at 8:15.\n\n-- \nMs. Rivera, Bench School\n")
+                m.add_alternative("<p>School starts Monday at 8:15.</p>", subtype="html")
+                await smtp.send_message(m)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(sms(i) for i in range(n_sms)), *(smtp_worker() for _ in range(SMTP_CONNECTIONS)))
+    elapsed = time.perf_counter() - start
+    await http.close()
+    return elapsed
+
+
+async def run(n: int, database: str) -> None:
+    proc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "_servers.py")], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        servers = json.loads(proc.stdout.readline())  # type: ignore[union-attr]
+        with tempfile.TemporaryDirectory() as tmp:
+            url = f"sqlite:///{tmp}/bench.sqlite3" if database == "sqlite" else await _fresh_pg()
+            settings = load_settings({}, environment="test", database_url=url, sms_rate_per_number=0.0, smtp_rate=0.0,
+                                     public_url="https://gw.example", reply_domain="reply.example")
+            settings = replace(settings, twilio=TwilioSettings(servers["sid"], servers["token"], servers["twilio"]),
+                               worker_batch_size=500)
+            async with open_database(url, create_schema=True):
+                school = await seed(n)
+                start = time.perf_counter()
+                result = await send_communication(
+                    school, sender_external_id="t", kind=ConversationKind.ANNOUNCEMENT,
+                    recipients=RecipientSpec(roles=[Role.GUARDIAN]), subject="Welcome back",
+                    body="School starts Monday at 8:15.", secret_key=settings.secret_key)
+                compose_s = time.perf_counter() - start
+                n_sms = await Delivery.filter(channel="sms").count()
+                n_email = await Delivery.filter(channel="email").count()
+                print(f"compose: {result.deliveries} deliveries for {n} recipients in {compose_s:.2f} s "
+                      f"on {database} (target < 3 s)")
+
+                raw_s = await raw_loop(servers, n_sms, n_email)
+
+                sms = await TwilioSmsChannel.open(servers["sid"], servers["token"], api_base_url=servers["twilio"],
+                                                  max_connections=SMS_CONCURRENCY)
+                email = SmtpEmailChannel("127.0.0.1", servers["smtp_port"], pool_size=SMTP_CONNECTIONS)
+                dispatcher = Dispatcher(settings, {"sms": sms, "email": email}, sms_concurrency=SMS_CONCURRENCY,
+                                        email_concurrency=SMTP_CONNECTIONS * 2)
+                stop = asyncio.Event()
+                start = time.perf_counter()
+                task = asyncio.create_task(dispatcher.run(stop))
+                total = n_sms + n_email
+                while await Delivery.filter(status="sent").count() < total:
+                    await asyncio.sleep(0.05)
+                dispatch_s = time.perf_counter() - start
+                stop.set()
+                await task
+                await sms.close()
+                await email.close()
+            if database == "postgres":
+                await _drop_pg(url)
+        raw_rate, dispatch_rate = total / raw_s, total / dispatch_s
+        print(f"raw loop (twilio client + aiosmtplib, no database): {total} in {raw_s:.2f} s = {raw_rate:,.0f} msg/s")
+        print(f"dispatcher (outbox on {database}):                   {total} in {dispatch_s:.2f} s = {dispatch_rate:,.0f} msg/s")
+        print(f"ratio dispatcher/raw: {dispatch_rate / raw_rate:.2f} (target >= 0.5)")
+    finally:
+        proc.stdin.close()  # type: ignore[union-attr]
+        proc.wait(10)
+
+
+async def _fresh_pg() -> str:
+    import asyncpg
+
+    name = f"gw_bench_{os.getpid()}"
+    conn = await asyncpg.connect("postgres://postgres@127.0.0.1:5432/postgres")
+    await conn.execute(f"DROP DATABASE IF EXISTS {name}")
+    await conn.execute(f"CREATE DATABASE {name}")
+    await conn.close()
+    return f"postgres://postgres@127.0.0.1:5432/{name}"
+
+
+async def _drop_pg(url: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect("postgres://postgres@127.0.0.1:5432/postgres")
+    await conn.execute(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
+    await conn.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--deliveries", type=int, default=10_000, help="recipients (one delivery each)")
+    parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
+    args = parser.parse_args()
+    asyncio.run(run(args.deliveries, args.database))
