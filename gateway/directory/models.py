@@ -77,7 +77,7 @@ class Membership(Model):
     class Meta:
         table = "membership"
         unique_together = (("school", "external_id"),)
-        indexes = (("school", "role"),)
+        indexes = (("school_id", "role"),)
 
 
 class ContactPoint(Model):
@@ -174,4 +174,4 @@ class AuditLog(Model):
 
     class Meta:
         table = "audit_log"
-        indexes = (("school", "created_at"),)
+        indexes = (("school_id", "created_at"),)

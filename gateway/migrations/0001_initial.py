@@ -75,7 +75,7 @@ class Migration(migrations.Migration):
                 ('details', fields.JSONField(default=dict, encoder=functools.partial(dumps, separators=(',', ':')), decoder=loads)),
                 ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
             ],
-            options={'table': 'audit_log', 'app': 'models', 'indexes': [Index(fields=['school', 'created_at'])], 'pk_attr': 'id'},
+            options={'table': 'audit_log', 'app': 'models', 'indexes': [Index(fields=['school_id', 'created_at'])], 'pk_attr': 'id'},
             bases=['Model'],
         ),
         ops.CreateModel(
@@ -132,7 +132,7 @@ class Migration(migrations.Migration):
                 ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
                 ('last_message_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
             ],
-            options={'table': 'conversation', 'app': 'models', 'indexes': [Index(fields=['school', 'last_message_at'])], 'pk_attr': 'id'},
+            options={'table': 'conversation', 'app': 'models', 'indexes': [Index(fields=['school_id', 'last_message_at'])], 'pk_attr': 'id'},
             bases=['Model'],
         ),
         ops.CreateModel(
@@ -146,7 +146,7 @@ class Migration(migrations.Migration):
                 ('is_admin', fields.BooleanField(default=False)),
                 ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
             ],
-            options={'table': 'membership', 'app': 'models', 'unique_together': (('school', 'external_id'),), 'indexes': [Index(fields=['school', 'role'])], 'pk_attr': 'id', 'table_description': "A user's place in one school. `external_id` is the school's own id for the person."},
+            options={'table': 'membership', 'app': 'models', 'unique_together': (('school', 'external_id'),), 'indexes': [Index(fields=['school_id', 'role'])], 'pk_attr': 'id', 'table_description': "A user's place in one school. `external_id` is the school's own id for the person."},
             bases=['Model'],
         ),
         ops.CreateModel(
@@ -164,7 +164,7 @@ class Migration(migrations.Migration):
                 ('urgent', fields.BooleanField(default=False)),
                 ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
             ],
-            options={'table': 'message', 'app': 'models', 'indexes': [Index(fields=['conversation', 'created_at'])], 'pk_attr': 'id'},
+            options={'table': 'message', 'app': 'models', 'indexes': [Index(fields=['conversation_id', 'created_at'])], 'pk_attr': 'id'},
             bases=['Model'],
         ),
         ops.CreateModel(
@@ -189,7 +189,7 @@ class Migration(migrations.Migration):
                 ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
                 ('sent_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
             ],
-            options={'table': 'delivery', 'app': 'models', 'indexes': [Index(fields=['status', 'next_attempt_at']), Index(fields=['provider_id']), Index(fields=['recipient', 'channel'])], 'pk_attr': 'id', 'table_description': 'The outbox: one row per (message, recipient, channel).'},
+            options={'table': 'delivery', 'app': 'models', 'indexes': [Index(fields=['status', 'next_attempt_at']), Index(fields=['provider_id']), Index(fields=['recipient_id', 'channel'])], 'pk_attr': 'id', 'table_description': 'The outbox: one row per (message, recipient, channel).'},
             bases=['Model'],
         ),
         ops.CreateModel(
@@ -207,7 +207,7 @@ class Migration(migrations.Migration):
                 ('received_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
                 ('processed_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
             ],
-            options={'table': 'inbound_event', 'app': 'models', 'indexes': [Index(fields=['school', 'outcome', 'received_at'])], 'pk_attr': 'id', 'table_description': 'Every inbound item as received, with its outcome. Nothing inbound is dropped without a row.'},
+            options={'table': 'inbound_event', 'app': 'models', 'indexes': [Index(fields=['school_id', 'outcome', 'received_at'])], 'pk_attr': 'id', 'table_description': 'Every inbound item as received, with its outcome. Nothing inbound is dropped without a row.'},
             bases=['Model'],
         ),
         ops.CreateModel(

@@ -19,6 +19,7 @@ import logging
 import os
 import random
 import socket
+import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from gateway.channels.base import (
     TransientSendError,
 )
 from gateway.db import dialect
+from gateway.metrics import DELIVERY_OUTCOMES, SEND_SECONDS
 from gateway.directory.contacts import redact
 from gateway.directory.models import ContactPoint, School, User
 from gateway.settings import Settings
@@ -261,6 +263,7 @@ class Dispatcher:
         key = (ctx.sms_sender or "") if d.channel == "sms" else "smtp"
         async with self._concurrency[d.channel]:
             await self._limits[d.channel].acquire(key)
+            started = time.perf_counter()
             try:
                 result = await channel.send(item)
             except TransientSendError as exc:
@@ -272,6 +275,7 @@ class Dispatcher:
                 log.exception("sending delivery %s failed unexpectedly", d.id)
                 self._record(self._retry_or_fail(d, "unexpected", repr(exc), None))
             else:
+                SEND_SECONDS.labels(d.channel).observe(time.perf_counter() - started)
                 self.sent_count += 1
                 log.debug("sent delivery %s by %s to %s", d.id, d.channel, redact(d.address))
                 self._record(Outcome(d, DeliveryStatus.SENT, result=result))
@@ -289,6 +293,11 @@ class Dispatcher:
     # ------------------------------------------------------------------ record
 
     def _record(self, outcome: Outcome) -> None:
+        if outcome.status is None:
+            label = "retry" if outcome.counts_as_attempt else "deferred"
+        else:
+            label = outcome.status.value
+        DELIVERY_OUTCOMES.labels(outcome.delivery.channel, label).inc()
         self._pending.append(outcome)
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.create_task(self._flush_loop())

@@ -56,7 +56,7 @@ class Conversation(Model):
 
     class Meta:
         table = "conversation"
-        indexes = (("school", "last_message_at"),)
+        indexes = (("school_id", "last_message_at"),)
 
 
 class Participant(Model):
@@ -89,7 +89,7 @@ class Message(Model):
 
     class Meta:
         table = "message"
-        indexes = (("conversation", "created_at"),)
+        indexes = (("conversation_id", "created_at"),)
 
 
 class Delivery(Model):
@@ -116,7 +116,7 @@ class Delivery(Model):
 
     class Meta:
         table = "delivery"
-        indexes = (("status", "next_attempt_at"), ("provider_id",), ("recipient", "channel"))
+        indexes = (("status", "next_attempt_at"), ("provider_id",), ("recipient_id", "channel"))
 
 
 class ReplyToken(Model):
@@ -170,4 +170,4 @@ class InboundEvent(Model):
 
     class Meta:
         table = "inbound_event"
-        indexes = (("school", "outcome", "received_at"),)
+        indexes = (("school_id", "outcome", "received_at"),)

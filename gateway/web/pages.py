@@ -8,10 +8,12 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from tortoise import connections
 
+from gateway.channels.base import DeliveryStatus
 from gateway.channels.models import DevOutboxItem
+from gateway.metrics import OUTBOX_DEPTH
 from gateway.i18n import best_locale, current_translations, translations_for
 from gateway.threads.addresses import TOKEN_RE, hash_token
-from gateway.threads.models import Conversation, Message, ReplyToken
+from gateway.threads.models import Delivery, Message, ReplyToken
 from gateway.directory.models import School, User
 from gateway.web import keys
 
@@ -33,6 +35,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    OUTBOX_DEPTH.set(await Delivery.filter(status=DeliveryStatus.QUEUED).count())
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
