@@ -19,6 +19,7 @@ from gateway.channels.base import (
     PermanentSendError,
     TransientSendError,
 )
+from gateway.channels import email_smtp
 from gateway.channels.email_smtp import SmtpEmailChannel, build_mime
 from tests.fakes.smtp import FakeSmtp, fake_smtp  # noqa: F401
 
@@ -235,6 +236,18 @@ async def test_a_connection_the_server_dropped_while_idle_is_replaced(
         "<before@colegio.example.org>",
         "<after@colegio.example.org>",
     ]
+    assert fake_smtp.connections == 2
+
+
+async def test_a_connection_idle_too_long_is_replaced_before_use(
+    channel: SmtpEmailChannel, fake_smtp: FakeSmtp, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    monkeypatch.setattr(email_smtp, "_MAX_IDLE_SECONDS", 0.0)  # every pause counts as too long
+
+    await channel.send(make_item())
+    await channel.send(make_item())
+
+    assert len(fake_smtp.received) == 2
     assert fake_smtp.connections == 2
 
 
@@ -511,6 +524,18 @@ async def test_starttls_required_but_not_offered_is_transient(fake_smtp: FakeSmt
 
 
 # --- lifecycle ---------------------------------------------------------------------------------------
+
+
+async def test_close_lets_a_send_in_flight_finish(fake_smtp: FakeSmtp) -> None:  # noqa: F811
+    ch = SmtpEmailChannel(fake_smtp.host, fake_smtp.port, local_hostname="gw.test")
+    fake_smtp.delay(0.3, stage="data")
+    task = asyncio.create_task(ch.send(make_item()))
+    await asyncio.sleep(0.1)
+
+    await ch.close()
+
+    assert task.done() and task.result().provider_id == make_item().message_id
+    assert len(fake_smtp.received) == 1
 
 
 async def test_send_after_close_is_transient_and_close_is_idempotent(
