@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Mapping
 from urllib.parse import urlsplit
 
@@ -157,6 +158,15 @@ def _database_url(env: Mapping[str, str]) -> str:
         raise SettingsError(
             "GATEWAY_DATABASE_URL", f"must start with sqlite:// or postgres://, got {raw.split('://')[0]!r}"
         )
+    if scheme == "sqlite":
+        path = raw.split("://", 1)[1].split("?", 1)[0]
+        if not path:
+            raise SettingsError("GATEWAY_DATABASE_URL", "names no SQLite file; use sqlite:///absolute/path.sqlite3")
+        folder = Path(path).parent
+        if path != ":memory:" and not folder.is_dir():
+            # Checked here because tortoise 1.1.9 hangs (a lock is never released) when SQLite
+            # cannot open the file, instead of raising.
+            raise SettingsError("GATEWAY_DATABASE_URL", f"the folder {str(folder)!r} of the SQLite file does not exist")
     return raw
 
 
@@ -202,26 +212,30 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
 
     smtp = None
     smtp_host = _get(env, "SMTP_HOST")
+    # Checked even without SMTP_HOST: a wrong value is reported, not silently ignored.
+    smtp_port = _int(env, "SMTP_PORT", 25, low=1, high=65535)
+    smtp_starttls = _bool(env, "SMTP_STARTTLS", False)
     if smtp_host:
         smtp = SmtpSettings(
             host=smtp_host,
-            port=_int(env, "SMTP_PORT", 25, low=1, high=65535),
+            port=smtp_port,
             username=_get(env, "SMTP_USERNAME"),
             password=_get(env, "SMTP_PASSWORD"),
-            starttls=_bool(env, "SMTP_STARTTLS", False),
+            starttls=smtp_starttls,
         )
         if smtp.username and not smtp.password:
             raise SettingsError("SMTP_PASSWORD", "is required when SMTP_USERNAME is set")
 
     imap = None
     imap_host = _get(env, "IMAP_HOST")
+    imap_port = _int(env, "IMAP_PORT", 993, low=1, high=65535)
     if imap_host:
         user, password = _get(env, "IMAP_USERNAME"), _get(env, "IMAP_PASSWORD")
         if not user:
             raise SettingsError("IMAP_USERNAME", "is required when IMAP_HOST is set")
         if not password:
             raise SettingsError("IMAP_PASSWORD", "is required when IMAP_HOST is set")
-        imap = ImapSettings(imap_host, _int(env, "IMAP_PORT", 993, low=1, high=65535), user, password)
+        imap = ImapSettings(imap_host, imap_port, user, password)
 
     smtp_from = _get(env, "SMTP_FROM") or f"school@{reply_domain}"
     if "@" not in smtp_from or "\n" in smtp_from or "\r" in smtp_from:

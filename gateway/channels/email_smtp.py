@@ -14,6 +14,7 @@ import asyncio
 import email.message
 import email.policy
 import email.utils
+import functools
 import logging
 import re
 import socket
@@ -78,6 +79,7 @@ def _check_header_value(field_name: str, value: str) -> None:
         raise ValueError(f"{field_name}: header values must not contain CR, LF or other line breaks")
 
 
+@functools.lru_cache(maxsize=4096)
 def _mailbox(field_name: str, value: str) -> Address:
     """Parse exactly one mailbox ("Name <addr>" or "addr") into an ASCII-domain Address.
 
@@ -348,11 +350,16 @@ class SmtpEmailChannel:
         """Deliver one e-mail. ValueError (before any network I/O) if the item is unsafe to send."""
         if not isinstance(item, OutboundEmail):
             raise TypeError(f"SmtpEmailChannel sends OutboundEmail, not {type(item).__name__}")
-        message = build_mime(item)
-        # Envelope = the header addresses, already parsed and IDNA-encoded by build_mime. The
-        # envelope sender (where bounces go) is the From address.
-        sender = message["From"].addresses[0].addr_spec
-        recipient = message["To"].addresses[0].addr_spec
+        try:
+            message = build_mime(item)
+        except ValueError as exc:
+            # Header injection, a malformed address: this item can never be sent as it is.
+            raise PermanentSendError(code="invalid-message", reason=str(exc)) from exc
+        # Envelope = the header addresses, parsed and IDNA-encoded as build_mime did (cached: the
+        # e-mail package's header parser is the slowest step of a send). The envelope sender
+        # (where bounces go) is the From address.
+        sender = _mailbox("From", item.from_).addr_spec
+        recipient = _mailbox("To", item.to).addr_spec
         if self._closed:
             raise TransientSendError(code="closed", reason="the SMTP channel is closed")
 

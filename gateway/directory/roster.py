@@ -180,7 +180,8 @@ def _oneroster(reader: csv.DictReader) -> list[tuple[int, UserIn]]:
             raw["is_admin"] = True
         if role == "student":
             raw["login_enabled"] = _bool(row.get("enabledUser", "false"), number, "enabledUser")
-        if role == "guardian" and row["sourcedId"] in wards:
-            raw["guardian_of"] = sorted(wards[row["sourcedId"]])
+        if role == "guardian":
+            # The file is the whole roster: a guardian listed with no students has none now.
+            raw["guardian_of"] = sorted(wards.get(row["sourcedId"], ()))
         users.append((number, _validated(raw, number)))
     return users

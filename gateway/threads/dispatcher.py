@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Mapping
 
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.expressions import F, Q
 from tortoise.transactions import in_transaction
 
@@ -326,20 +327,15 @@ class Dispatcher:
     async def _write(self, outcomes: list[Outcome]) -> None:
         now = utcnow()
         problems: list[Outcome] = []
-        async with in_transaction():
+        sent = [o for o in outcomes if o.status is DeliveryStatus.SENT and o.result is not None]
+        async with in_transaction() as conn:
+            if sent:
+                await self._write_sent(conn, sent, now)
             for o in outcomes:
+                if o.status is DeliveryStatus.SENT and o.result is not None:
+                    continue
                 d = o.delivery
                 release = {"claimed_by": None, "claimed_until": None}
-                if o.status is DeliveryStatus.SENT and o.result is not None:
-                    # Success counts whoever holds the lease now: the message did leave.
-                    moved = await Delivery.filter(id=d.id, status=DeliveryStatus.QUEUED).update(
-                        status=DeliveryStatus.SENT, provider_id=o.result.provider_id, segments=o.result.segments,
-                        sent_at=now, error_code=None, error_reason=None, **release,
-                    )
-                    if not moved:  # a status callback got here first
-                        await Delivery.filter(id=d.id, provider_id=None).update(
-                            provider_id=o.result.provider_id, sent_at=now, **release)
-                    continue
                 mine = Delivery.filter(id=d.id, claimed_by=d.claimed_by, status=DeliveryStatus.QUEUED)
                 if o.status is None:
                     extra = {} if o.counts_as_attempt else {"attempts": F("attempts") - 1}
@@ -354,6 +350,27 @@ class Dispatcher:
                 await mark_contact_problem(o.delivery.recipient_id, o.delivery.channel, o.delivery.address or "",
                                            o.problem, o.error_reason or "")  # type: ignore[arg-type]
                 await self._fall_back(o.delivery, now)
+
+    @staticmethod
+    async def _write_sent(conn: BaseDBAsyncClient, sent: list[Outcome], now: datetime) -> None:
+        """Record successes with two executemany statements: the hot path of the outbox.
+
+        Success counts whoever holds the lease now: the message did leave. The first statement
+        moves queued rows to sent; the second only stores the provider id on rows a status
+        callback already moved forward (it beat our write), never moving them back.
+        """
+        postgres = dialect() == "postgres"
+        stamp: object = now if postgres else str(now)  # tortoise stores SQLite datetimes as str(dt)
+        to_sent = _sql(postgres, 'UPDATE "delivery" SET "status"=?, "provider_id"=?, "segments"=?, "sent_at"=?, '
+                       '"updated_at"=?, "error_code"=NULL, "error_reason"=NULL, "claimed_by"=NULL, '
+                       '"claimed_until"=NULL WHERE "id"=? AND "status"=?')
+        late = _sql(postgres, 'UPDATE "delivery" SET "provider_id"=?, "sent_at"=?, "claimed_by"=NULL, '
+                    '"claimed_until"=NULL WHERE "id"=? AND "provider_id" IS NULL')
+        sent_status, queued = DeliveryStatus.SENT.value, DeliveryStatus.QUEUED.value
+        await conn.execute_many(to_sent, [
+            [sent_status, o.result.provider_id, o.result.segments, stamp, stamp, o.delivery.id, queued]  # type: ignore[union-attr]
+            for o in sent])
+        await conn.execute_many(late, [[o.result.provider_id, stamp, o.delivery.id] for o in sent])  # type: ignore[union-attr]
 
     async def _fall_back(self, d: Delivery, now: datetime) -> None:
         """A bouncing e-mail or opted-out phone: try the recipient's other channel (DESIGN section 5)."""
@@ -377,6 +394,14 @@ class Dispatcher:
         await Delivery.create(message_id=d.message_id, recipient_id=d.recipient_id, channel=other,
                               address=routes[0].address, sender=sender, status=DeliveryStatus.QUEUED,
                               next_attempt_at=now)
+
+
+def _sql(postgres: bool, query: str) -> str:
+    """Write raw SQL once with "?" placeholders; asyncpg wants $1, $2, ..."""
+    if not postgres:
+        return query
+    parts = query.split("?")
+    return "".join(part + (f"${i}" if i < len(parts) else "") for i, part in enumerate(parts, start=1))
 
 
 async def _sleep_or(stop: asyncio.Event, seconds: float, wake: asyncio.Event | None = None) -> None:

@@ -3,12 +3,15 @@
 When a guardian answers a school e-mail, their client appends the history (quoted or not),
 an attribution line, maybe a signature and a "Sent from my iPhone" footer. Threads show only
 the new words, so this module strips the rest. Pure functions, standard library only.
+Turning HTML into lines (and marking the quotes its structure shows) is ``reply_html``'s job.
 
 Public API
 ==========
 ``extract_reply(text)``            plain-text body in, visible reply out.
 ``extract_reply_from_html(html)``  HTML body in, visible reply out as plain text.
-``html_to_text(html)``             generic HTML to text (blockquotes become "> " lines).
+``extract_reply_from_body(body, content_type)``  either of the above, by MIME type.
+``html_to_text(html)``             generic HTML to text (blockquotes become "> " lines);
+                                   defined in ``reply_html``, re-exported here.
 
 Rules, in the order they apply
 ==============================
@@ -65,9 +68,9 @@ from __future__ import annotations
 
 import quopri
 import re
-from html.parser import HTMLParser
 
 from gateway.threads import reply_patterns as P
+from gateway.threads.reply_html import html_to_lines, html_to_text, normalise_newlines
 
 __all__ = ["extract_reply", "extract_reply_from_html", "html_to_text", "extract_reply_from_body"]
 
@@ -92,7 +95,7 @@ def extract_reply(text: str) -> str:
     """The words newly written in a plain-text e-mail body (see the module rules)."""
     if not text:
         return ""
-    text = _repair_quoted_printable(_normalise_newlines(text))
+    text = _repair_quoted_printable(normalise_newlines(text))
     lines = text.split("\n")
     flags = [_GT if P.QUOTE_LINE.match(line) else _TEXT for line in lines]
     return _extract(lines, flags)
@@ -102,21 +105,11 @@ def extract_reply_from_html(html: str) -> str:
     """The words newly written in an HTML e-mail body, as plain text."""
     if not html:
         return ""
-    lines, flags = _HtmlRenderer(for_extraction=True).render(_normalise_newlines(html))
-    for k, line in enumerate(lines):
-        if not flags[k] and P.QUOTE_LINE.match(line):
-            flags[k] = _GT                    # Hotmail/AOL quote with literal "&gt; " text
+    lines, quoted = html_to_lines(html)
+    # a line the HTML does not mark may still be a Hotmail/AOL quote with literal "&gt; " text
+    flags = [_HTML if q else _GT if P.QUOTE_LINE.match(line) else _TEXT
+             for line, q in zip(lines, quoted)]
     return _extract(lines, flags)
-
-
-def html_to_text(html: str) -> str:
-    """Readable text of an HTML document: one line per block, "> " per blockquote level,
-    links as their text, script/style/head dropped, whitespace collapsed outside <pre>."""
-    if not html:
-        return ""
-    lines, depths = _HtmlRenderer(for_extraction=False).render(_normalise_newlines(html))
-    text = "\n".join(("> " * d + line) if d else line for line, d in zip(lines, depths))
-    return re.sub(r"\n{3,}", "\n\n", text).strip("\n")
 
 
 def extract_reply_from_body(body: str, content_type: str = "text/plain") -> str:
@@ -130,12 +123,6 @@ extract_reply_from_body.accepts_html = True  # type: ignore[attr-defined]  # sco
 
 
 # =========================================================================== clean-up
-
-def _normalise_newlines(text: str) -> str:
-    if "\r" in text:
-        text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return text.replace("\ufeff", "")
-
 
 def _repair_quoted_printable(text: str) -> str:
     """Decode a body whose quoted-printable transfer encoding was never undone.
@@ -478,241 +465,3 @@ def _signature_start(lines: list[str]) -> int | None:
         candidates.append(last)
 
     return min(candidates) if candidates else None
-
-
-# =========================================================================== HTML
-
-_BLOCK = frozenset({
-    "address", "article", "aside", "blockquote", "body", "center", "dd", "div", "dl", "dt",
-    "fieldset", "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6",
-    "header", "html", "li", "main", "nav", "ol", "p", "pre", "section", "table", "tbody",
-    "thead", "tfoot", "tr", "ul",
-})
-_SKIP = frozenset({"script", "style", "head", "title", "xml", "template", "noscript"})
-_VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta",
-                   "param", "source", "track", "wbr"})
-_SELF_CLOSING_SIBLINGS = frozenset({"p", "li", "tr", "td", "th", "dt", "dd", "option"})
-_MAX_DEPTH = 256
-_WS = re.compile(r"[ \t\n\r\f\u00a0\u200b]+")
-_RULE = "_" * 32                       # Outlook's plain-text rendering of its separator
-
-
-class _Node:
-    __slots__ = ("tag", "attrs", "children")
-
-    def __init__(self, tag: str, attrs: dict[str, str]) -> None:
-        self.tag = tag
-        self.attrs = attrs
-        self.children: list[_Node | str] = []
-
-
-class _TreeBuilder(HTMLParser):
-    """A forgiving DOM-ish tree from html.parser: unknown end tags are ignored, unclosed
-    elements close with their parent, nesting is capped (pathological mail)."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.root = _Node("#root", {})
-        self.stack = [self.root]
-        self.skip = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _SKIP:
-            self.skip += 1
-            return
-        if tag == "body":
-            self.skip = 0                      # an unclosed <head> must not hide the body
-        if self.skip:
-            return
-        node = _Node(tag, {k: (v or "") for k, v in attrs})
-        if tag in _SELF_CLOSING_SIBLINGS and self.stack[-1].tag == tag and len(self.stack) > 1:
-            self.stack.pop()                   # <p>a<p>b, <li>a<li>b
-        self.stack[-1].children.append(node)
-        if tag not in _VOID and len(self.stack) < _MAX_DEPTH:
-            self.stack.append(node)
-
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _SKIP or self.skip:
-            return
-        self.stack[-1].children.append(_Node(tag, {k: (v or "") for k, v in attrs}))
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in _SKIP:
-            self.skip = max(0, self.skip - 1)
-            return
-        if self.skip:
-            return
-        if tag == "br":                        # "</br>" is a <br> to browsers
-            self.stack[-1].children.append(_Node("br", {}))
-            return
-        for depth in range(len(self.stack) - 1, 0, -1):
-            if self.stack[depth].tag == tag:
-                del self.stack[depth:]
-                return
-
-    def handle_data(self, data: str) -> None:
-        if not self.skip and data:
-            self.stack[-1].children.append(data)
-
-
-class _HtmlRenderer:
-    """Tree to lines. For extraction each line carries a quote flag; otherwise the
-    blockquote depth (for ``html_to_text``)."""
-
-    def __init__(self, for_extraction: bool) -> None:
-        self.extract = for_extraction
-        self.lines: list[str] = []
-        self.marks: list[int] = []
-        self.parts: list[str] = []
-        self.part_mark = 0
-        self.quoted = 0
-        self.depth = 0
-        self.history = False
-        self.pre = 0
-        self.last_quote: _Node | None = None
-
-    def render(self, html: str) -> tuple[list[str], list[int]]:
-        builder = _TreeBuilder()
-        try:
-            builder.feed(html)
-            builder.close()
-        except Exception:                     # html.parser is lenient; belt and braces
-            pass
-        if self.extract:
-            self.last_quote = _last_top_level_blockquote(builder.root)
-        self._walk(builder.root)
-        self._flush()
-        return self.lines, self.marks
-
-    def _mark(self) -> int:
-        if not self.extract:
-            return self.depth
-        return _HTML if (self.quoted or self.history) else _TEXT
-
-    def _flush(self, keep_empty: bool = False) -> None:
-        text = "".join(self.parts)
-        if not self.pre:
-            text = text.strip(" ")
-        if text or keep_empty:
-            self.lines.append(text)
-            self.marks.append(self.part_mark if text else self._mark())
-        self.parts = []
-
-    def _text(self, data: str) -> None:
-        if not self.pre:
-            data = _WS.sub(" ", data)
-            if not self.parts and data.startswith(" "):
-                data = data.lstrip(" ")
-            if not data:
-                return
-            if self.parts and self.parts[-1].endswith(" ") and data.startswith(" "):
-                data = data[1:]
-        else:
-            data = data.replace("\u00a0", " ")
-            chunks = data.split("\n")
-            for c in chunks[:-1]:
-                self._add(c)
-                self._flush(keep_empty=True)
-            data = chunks[-1]
-        if data:
-            self._add(data)
-
-    def _add(self, data: str) -> None:
-        if not self.parts:
-            self.part_mark = self._mark()
-        self.parts.append(data)
-
-    def _walk(self, node: _Node) -> None:
-        for child in node.children:
-            if isinstance(child, str):
-                self._text(child)
-            else:
-                self._element(child)
-
-    def _element(self, el: _Node) -> None:
-        tag = el.tag
-        if tag == "br":
-            self._flush(keep_empty=True)
-            return
-        if tag == "hr":
-            self._flush()
-            if self.extract and _tokens(el) & P.HTML_HISTORY_MARKERS:
-                self.history = True
-            self._add(_RULE)
-            self._flush()
-            return
-        if tag in ("img", "input", "meta", "link"):
-            return
-        tokens = _tokens(el) if self.extract else frozenset()
-        if self.extract and tokens & P.HTML_SIGNATURE_TOKENS:
-            return                            # Gmail/Thunderbird mark the signature block
-        if self.extract and tokens & P.HTML_HISTORY_MARKERS:
-            self.history = True
-        quote = self.extract and (_is_quote_container(tokens)
-                                  or (tag == "blockquote" and self._is_quote_blockquote(el)))
-        block = tag in _BLOCK or quote
-        if block:
-            self._flush()
-        if self.extract and tag == "div" and "border-top" in el.attrs.get("style", ""):
-            self._add(_RULE)                  # Outlook's header divs: a separator, as in its text
-            self._flush()
-        if tag == "li":
-            self._add("• ")
-        elif tag in ("td", "th") and self.parts:
-            self._add(" ")
-        if quote:
-            self.quoted += 1
-        if tag == "blockquote" and not self.extract:
-            self.depth += 1
-        if tag == "pre":
-            self.pre += 1
-        self._walk(el)
-        if block:
-            self._flush()
-        if tag == "pre":
-            self.pre -= 1
-        if quote:
-            self.quoted -= 1
-        if tag == "blockquote" and not self.extract:
-            self.depth -= 1
-
-    def _is_quote_blockquote(self, el: _Node) -> bool:
-        if el.attrs.get("type", "").lower() == "cite":
-            return True                       # Apple Mail, Thunderbird
-        style = el.attrs.get("style", "").replace(" ", "").lower()
-        if "border:none" in style:
-            return False                      # Gmail's "indent more"
-        return el is self.last_quote
-
-
-def _tokens(el: _Node) -> frozenset[str]:
-    cls = el.attrs.get("class", "")
-    ident = el.attrs.get("id", "")
-    if not cls and not ident:
-        return frozenset()
-    return frozenset((cls + " " + ident).lower().split())
-
-
-def _is_quote_container(tokens: frozenset[str]) -> bool:
-    if not tokens:
-        return False
-    if tokens & P.HTML_QUOTE_CONTAINERS:
-        return True
-    return any(s in t for t in tokens for s in P.HTML_QUOTE_CONTAINER_PARTS)
-
-
-def _last_top_level_blockquote(root: _Node) -> _Node | None:
-    """The last <blockquote> not nested in another one (talon's cut_blockquote)."""
-    last: _Node | None = None
-    stack = [iter(root.children)]
-    while stack:
-        for child in stack[-1]:
-            if isinstance(child, _Node):
-                if child.tag == "blockquote":
-                    last = child
-                else:
-                    stack.append(iter(child.children))
-                    break
-        else:
-            stack.pop()
-    return last

@@ -167,9 +167,10 @@ async def test_idna_domain_goes_out_as_a_labels(
 async def test_header_injection_is_refused_and_nothing_is_sent(
     channel: SmtpEmailChannel, fake_smtp: FakeSmtp, changes: dict[str, object]  # noqa: F811
 ) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(PermanentSendError) as caught:
         await channel.send(make_item(**changes))
 
+    assert caught.value.code == "invalid-message" and caught.value.problem is None
     assert fake_smtp.received == []
     assert fake_smtp.connections == 0
 
@@ -323,9 +324,9 @@ async def test_a_send_cancelled_mid_transaction_does_not_poison_the_pool(
 ) -> None:
     ch = SmtpEmailChannel(fake_smtp.host, fake_smtp.port, pool_size=1, local_hostname="gw.test")
     try:
-        fake_smtp.delay(0.5, stage="data")
+        fake_smtp.delay(2.0, stage="data")  # cut short: our disconnect cancels the server hook
         task = asyncio.create_task(ch.send(make_item(message_id="<cancelled@colegio.example.org>")))
-        await asyncio.sleep(0.2)  # now waiting for the reply to DATA
+        await asyncio.sleep(0.3)  # now waiting for the reply to DATA
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

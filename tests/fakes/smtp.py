@@ -6,7 +6,7 @@ is therefore shared between two threads and guarded by one lock.
 
 Usage::
 
-    from tests.fakes.smtp import fake_smtp  # noqa: F401
+    from tests.fakes.smtp import FakeSmtp, fake_smtp  # noqa: F401
 
     async def test_x(fake_smtp: FakeSmtp) -> None:
         channel = SmtpEmailChannel(fake_smtp.host, fake_smtp.port)
@@ -20,6 +20,9 @@ Scripting failures (each rule is consumed by the next matching command, on any c
 - ``drop_next(stage="mail")`` closes the TCP connection instead of answering the next MAIL;
 - ``drop_idle()`` closes every open connection now, like a server's idle timeout
   (RFC 5321 §4.5.3.2.7).
+
+`connections` counts TCP connections that said EHLO/HELO, so tests can assert reuse. Note that an
+8bit body parsed from the wire keeps its CRLF line ends (``get_content()`` returns "\r\n").
 """
 from __future__ import annotations
 
@@ -38,7 +41,6 @@ from typing import Any, Literal
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
-
 
 
 def _not_login_data_deprecation(record: logging.LogRecord) -> bool:
