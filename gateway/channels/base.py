@@ -7,7 +7,7 @@ a MIME part or a provider exception.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 
@@ -116,3 +116,38 @@ class StatusUpdate:
     error_reason: str | None = None
     problem: ContactProblem | None = None
     raw_status: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Bounce:
+    """A delivery status notification (RFC 3464) about mail we sent."""
+
+    recipients: tuple[str, ...]          # Final-Recipient / Original-Recipient addresses, lower-cased
+    action: str                          # failed | delayed | delivered | relayed | expanded
+    status: str                          # e.g. "5.1.1"
+    diagnostic: str = ""
+    original_message_id: str | None = None   # our Message-ID, from the returned headers
+
+    @property
+    def permanent(self) -> bool:
+        return self.action == "failed" and self.status.startswith("5")
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """One inbound SMS or e-mail, normalised at the edge. Threads never see Twilio forms or MIME."""
+
+    channel: ChannelKind
+    provider_id: str                     # Twilio MessageSid, e-mail Message-ID, or a digest of the raw item
+    sender: str                          # E.164 phone, or the From address lower-cased
+    recipients: tuple[str, ...]          # our number; or Delivered-To, X-Original-To, To, Cc addresses in that order
+    text: str | None                     # decoded text/plain body (SMS body for SMS)
+    html: str | None = None              # decoded text/html body
+    subject: str = ""
+    references: tuple[str, ...] = ()     # In-Reply-To then References msg-ids, as written
+    sender_name: str = ""
+    auto_reply: str | None = None        # why this is automatic (Auto-Submitted: auto-replied, ...), or None
+    bounce: Bounce | None = None
+    problems: tuple[str, ...] = ()       # what was wrong with the item but did not stop us (broken MIME, ...)
+    raw: str = ""                        # the item as received, for audit
+    received_via: str = ""               # webhook | imap

@@ -8,9 +8,9 @@ claimable" condition, so two processes can never both win a row. The claim write
 and a lease end; a worker that dies simply lets its leases run out, and the rows become due again.
 
 Sending is at-least-once by necessity (no SMS or SMTP API is idempotent): a crash between the
-provider's acceptance and our write repeats that one send. Results are written as they arrive, in
-small group commits, to keep that window short; once `sent` is recorded a row is never claimed again.
-E-mail keeps the same Message-ID on every attempt, so a repeat is recognisable.
+provider's acceptance and our write repeats that one send. Results are written as they arrive
+(gateway.threads.outcomes) to keep that window short; once `sent` is recorded a row is never
+claimed again. E-mail keeps the same Message-ID on every attempt, so a repeat is recognisable.
 """
 from __future__ import annotations
 
@@ -26,51 +26,34 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Mapping
 
-from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.expressions import F, Q
 from tortoise.transactions import in_transaction
 
 from gateway.channels.base import (
     Channel,
-    ContactProblem,
     DeliveryStatus,
     OutboundItem,
     PermanentSendError,
-    SendResult,
     TransientSendError,
 )
 from gateway.db import dialect
-from gateway.metrics import DELIVERY_OUTCOMES, SEND_SECONDS
+from gateway.metrics import SEND_SECONDS
 from gateway.directory.contacts import redact
 from gateway.directory.models import ContactPoint, School, User
 from gateway.settings import Settings
 from gateway.threads.addresses import reply_token
-from gateway.threads.channel_choice import OTHER, Contact, choose_routes
+from gateway.threads.channel_choice import Contact
 from gateway.threads.models import Conversation, Delivery, Message, ReplyToken
+from gateway.threads.outcomes import Outcome, OutcomeRecorder
 from gateway.threads.quiet_hours import quiet_until
 from gateway.threads.rate_limit import RateLimiter
 from gateway.threads.render import OutboundContext, render
-from gateway.threads.sms_pool import assign_sms_senders
-from gateway.threads.status import mark_contact_problem
 
 log = logging.getLogger(__name__)
 
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
-
-
-@dataclass
-class Outcome:
-    delivery: Delivery
-    status: DeliveryStatus | None = None       # None: back to the queue (retry or deferral)
-    result: SendResult | None = None
-    error_code: str | None = None
-    error_reason: str | None = None
-    retry_at: datetime | None = None
-    problem: ContactProblem | None = None
-    counts_as_attempt: bool = True
-
 
 @dataclass
 class _Batch:
@@ -100,8 +83,7 @@ class Dispatcher:
             "email": RateLimiter(settings.smtp_rate, burst=max(1.0, settings.smtp_rate)),
         }
         self._concurrency = {"sms": asyncio.Semaphore(sms_concurrency), "email": asyncio.Semaphore(email_concurrency)}
-        self._pending: list[Outcome] = []
-        self._flushing: asyncio.Task[None] | None = None
+        self.outcomes = OutcomeRecorder()
         self._wake = asyncio.Event()
         self.sent_count = 0
 
@@ -232,7 +214,7 @@ class Dispatcher:
 
     async def _process(self, batch: _Batch) -> int:
         await asyncio.gather(*(self._deliver(batch, d) for d in batch.deliveries))
-        await self._flush_all()
+        await self.outcomes.flush()
         return len(batch.deliveries)
 
     async def _deliver(self, batch: _Batch, d: Delivery) -> None:
@@ -241,25 +223,25 @@ class Dispatcher:
         if not usable:
             # The address went bad after the message was written (a STOP, a bounce): never send to it.
             problem = next((c.problem for c in batch.contacts.get(d.recipient_id, []) if c.address == d.address), None)
-            self._record(Outcome(d, DeliveryStatus.SUPPRESSED, error_code="suppressed",
+            self.outcomes.record(Outcome(d, DeliveryStatus.SUPPRESSED, error_code="suppressed",
                                  error_reason=problem or "contact_removed"))
             return
         if d.channel == "sms" and not ctx.urgent:
             school = batch.schools[d.id]
             later = quiet_until(utcnow(), school.timezone, school.quiet_hours_start, school.quiet_hours_end)
             if later is not None:
-                self._record(Outcome(d, None, retry_at=later, counts_as_attempt=False))
+                self.outcomes.record(Outcome(d, None, retry_at=later, counts_as_attempt=False))
                 return
         channel = self.channels.get(d.channel)
         if channel is None:
-            self._record(Outcome(d, DeliveryStatus.FAILED, error_code="no_channel",
+            self.outcomes.record(Outcome(d, DeliveryStatus.FAILED, error_code="no_channel",
                                  error_reason=f"no {d.channel} channel is configured"))
             return
         try:
             item: OutboundItem = render(ctx, self.settings)
         except Exception as exc:  # a template bug must not take the worker down
             log.exception("rendering delivery %s failed", d.id)
-            self._record(Outcome(d, DeliveryStatus.FAILED, error_code="render", error_reason=str(exc)[:500]))
+            self.outcomes.record(Outcome(d, DeliveryStatus.FAILED, error_code="render", error_reason=str(exc)[:500]))
             return
         key = (ctx.sms_sender or "") if d.channel == "sms" else "smtp"
         async with self._concurrency[d.channel]:
@@ -268,18 +250,18 @@ class Dispatcher:
             try:
                 result = await channel.send(item)
             except TransientSendError as exc:
-                self._record(self._retry_or_fail(d, exc.code, exc.reason, exc.retry_after))
+                self.outcomes.record(self._retry_or_fail(d, exc.code, exc.reason, exc.retry_after))
             except PermanentSendError as exc:
-                self._record(Outcome(d, DeliveryStatus.FAILED, error_code=exc.code, error_reason=exc.reason,
+                self.outcomes.record(Outcome(d, DeliveryStatus.FAILED, error_code=exc.code, error_reason=exc.reason,
                                      problem=exc.problem))
             except Exception as exc:  # an unexpected provider failure is treated as transient
                 log.exception("sending delivery %s failed unexpectedly", d.id)
-                self._record(self._retry_or_fail(d, "unexpected", repr(exc), None))
+                self.outcomes.record(self._retry_or_fail(d, "unexpected", repr(exc), None))
             else:
                 SEND_SECONDS.labels(d.channel).observe(time.perf_counter() - started)
                 self.sent_count += 1
                 log.debug("sent delivery %s by %s to %s", d.id, d.channel, redact(d.address))
-                self._record(Outcome(d, DeliveryStatus.SENT, result=result))
+                self.outcomes.record(Outcome(d, DeliveryStatus.SENT, result=result))
 
     def _retry_or_fail(self, d: Delivery, code: str, reason: str, retry_after: float | None) -> Outcome:
         if d.attempts >= self.settings.max_attempts:
@@ -291,117 +273,6 @@ class Dispatcher:
             delay = max(delay, retry_after)
         return Outcome(d, None, error_code=code, error_reason=reason, retry_at=utcnow() + timedelta(seconds=delay))
 
-    # ------------------------------------------------------------------ record
-
-    def _record(self, outcome: Outcome) -> None:
-        if outcome.status is None:
-            label = "retry" if outcome.counts_as_attempt else "deferred"
-        else:
-            label = outcome.status.value
-        DELIVERY_OUTCOMES.labels(outcome.delivery.channel, label).inc()
-        self._pending.append(outcome)
-        if self._flushing is None or self._flushing.done():
-            self._flushing = asyncio.create_task(self._flush_loop())
-
-    async def _flush_all(self) -> None:
-        while self._flushing is not None and not self._flushing.done():
-            await asyncio.shield(self._flushing)
-        if self._pending:
-            await self._flush_loop()
-
-    async def _flush_loop(self) -> None:
-        """Write outcomes as they arrive: everything pending goes in one transaction (group commit)."""
-        while self._pending:
-            outcomes, self._pending = self._pending, []
-            for attempt in range(5):
-                try:
-                    await self._write(outcomes)
-                    break
-                except Exception:
-                    log.exception("recording %d outcomes failed (attempt %d)", len(outcomes), attempt + 1)
-                    await asyncio.sleep(0.2 * 2**attempt)
-            else:
-                log.error("could not record %d outcomes; their leases will expire and they will be retried",
-                          len(outcomes))
-
-    async def _write(self, outcomes: list[Outcome]) -> None:
-        now = utcnow()
-        problems: list[Outcome] = []
-        sent = [o for o in outcomes if o.status is DeliveryStatus.SENT and o.result is not None]
-        async with in_transaction() as conn:
-            if sent:
-                await self._write_sent(conn, sent, now)
-            for o in outcomes:
-                if o.status is DeliveryStatus.SENT and o.result is not None:
-                    continue
-                d = o.delivery
-                release = {"claimed_by": None, "claimed_until": None}
-                mine = Delivery.filter(id=d.id, claimed_by=d.claimed_by, status=DeliveryStatus.QUEUED)
-                if o.status is None:
-                    extra = {} if o.counts_as_attempt else {"attempts": F("attempts") - 1}
-                    await mine.update(next_attempt_at=o.retry_at, error_code=o.error_code,
-                                      error_reason=(o.error_reason or "")[:500] or None, **extra, **release)
-                else:
-                    await mine.update(status=o.status, error_code=(o.error_code or "")[:32] or None,
-                                      error_reason=(o.error_reason or "")[:500] or None, **release)
-                    if o.problem is not None:
-                        problems.append(o)
-            for o in problems:
-                await mark_contact_problem(o.delivery.recipient_id, o.delivery.channel, o.delivery.address or "",
-                                           o.problem, o.error_reason or "")  # type: ignore[arg-type]
-                await self._fall_back(o.delivery, now)
-
-    @staticmethod
-    async def _write_sent(conn: BaseDBAsyncClient, sent: list[Outcome], now: datetime) -> None:
-        """Record successes with two executemany statements: the hot path of the outbox.
-
-        Success counts whoever holds the lease now: the message did leave. The first statement
-        moves queued rows to sent; the second only stores the provider id on rows a status
-        callback already moved forward (it beat our write), never moving them back.
-        """
-        postgres = dialect() == "postgres"
-        stamp: object = now if postgres else str(now)  # tortoise stores SQLite datetimes as str(dt)
-        to_sent = _sql(postgres, 'UPDATE "delivery" SET "status"=?, "provider_id"=?, "segments"=?, "sent_at"=?, '
-                       '"updated_at"=?, "error_code"=NULL, "error_reason"=NULL, "claimed_by"=NULL, '
-                       '"claimed_until"=NULL WHERE "id"=? AND "status"=?')
-        late = _sql(postgres, 'UPDATE "delivery" SET "provider_id"=?, "sent_at"=?, "claimed_by"=NULL, '
-                    '"claimed_until"=NULL WHERE "id"=? AND "provider_id" IS NULL')
-        sent_status, queued = DeliveryStatus.SENT.value, DeliveryStatus.QUEUED.value
-        await conn.execute_many(to_sent, [
-            [sent_status, o.result.provider_id, o.result.segments, stamp, stamp, o.delivery.id, queued]  # type: ignore[union-attr]
-            for o in sent])
-        await conn.execute_many(late, [[o.result.provider_id, stamp, o.delivery.id] for o in sent])  # type: ignore[union-attr]
-
-    async def _fall_back(self, d: Delivery, now: datetime) -> None:
-        """A bouncing e-mail or opted-out phone: try the recipient's other channel (DESIGN section 5)."""
-        other = OTHER[d.channel]
-        if await Delivery.filter(message_id=d.message_id, recipient_id=d.recipient_id, channel=other).exists():
-            return
-        contacts = [Contact(cp.kind, cp.address, cp.problem) for cp in await ContactPoint.filter(user_id=d.recipient_id)]
-        user = await User.get(id=d.recipient_id)
-        routes = [r for r in choose_routes("invitation" if other == "email" else "announcement", user.channel_preference,
-                                           contacts) if r.channel == other and not r.suppressed]
-        if not routes:
-            return
-        sender = None
-        if other == "sms":
-            message = await Message.get(id=d.message_id).select_related("conversation__school")
-            school = message.conversation.school
-            pair = (routes[0].address or "", message.conversation_id)
-            sender = (await assign_sms_senders(school.id, list(school.sms_numbers), [pair], now)).get(pair)
-            if sender is None:
-                return
-        await Delivery.create(message_id=d.message_id, recipient_id=d.recipient_id, channel=other,
-                              address=routes[0].address, sender=sender, status=DeliveryStatus.QUEUED,
-                              next_attempt_at=now)
-
-
-def _sql(postgres: bool, query: str) -> str:
-    """Write raw SQL once with "?" placeholders; asyncpg wants $1, $2, ..."""
-    if not postgres:
-        return query
-    parts = query.split("?")
-    return "".join(part + (f"${i}" if i < len(parts) else "") for i, part in enumerate(parts, start=1))
 
 
 async def _sleep_or(stop: asyncio.Event, seconds: float, wake: asyncio.Event | None = None) -> None:

@@ -8,7 +8,6 @@ from aiohttp import web
 from gateway.settings import Settings
 
 if TYPE_CHECKING:
-    from gateway.channels.base import Channel
     from gateway.directory.models import School
     from gateway.threads.dispatcher import Dispatcher
 

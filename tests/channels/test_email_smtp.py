@@ -21,7 +21,7 @@ from gateway.channels.base import (
 )
 from gateway.channels import email_smtp
 from gateway.channels.email_smtp import SmtpEmailChannel, build_mime
-from tests.fakes.smtp import FakeSmtp, fake_smtp  # noqa: F401
+from tests.fakes.smtp import FakeSmtp
 
 SUBJECT = "Reunión de padres: ¿mañana a las 18 h? 🎓"
 TEXT = "Hola, Sra. Núñez:\n\nLe recordamos la reunión de mañana en el salón Añil. 🎓\n\nGracias.\n"
@@ -54,7 +54,7 @@ def header_block(raw: bytes) -> bytes:
 
 
 @pytest.fixture
-async def channel(fake_smtp: FakeSmtp) -> AsyncIterator[SmtpEmailChannel]:  # noqa: F811
+async def channel(fake_smtp: FakeSmtp) -> AsyncIterator[SmtpEmailChannel]:
     ch = SmtpEmailChannel(fake_smtp.host, fake_smtp.port, timeout=5.0, local_hostname="gw.test")
     yield ch
     await ch.close()
@@ -64,7 +64,7 @@ async def channel(fake_smtp: FakeSmtp) -> AsyncIterator[SmtpEmailChannel]:  # no
 
 
 async def test_multipart_text_and_html_survive_the_trip_in_utf8(
-    channel: SmtpEmailChannel, fake_smtp: FakeSmtp  # noqa: F811
+    channel: SmtpEmailChannel, fake_smtp: FakeSmtp
 ) -> None:
     result = await channel.send(make_item())
 
@@ -88,7 +88,7 @@ async def test_multipart_text_and_html_survive_the_trip_in_utf8(
 
 
 async def test_text_only_is_a_single_text_part(
-    channel: SmtpEmailChannel, fake_smtp: FakeSmtp  # noqa: F811
+    channel: SmtpEmailChannel, fake_smtp: FakeSmtp
 ) -> None:
     await channel.send(make_item(html=None))
 
@@ -98,7 +98,7 @@ async def test_text_only_is_a_single_text_part(
 
 
 async def test_threading_and_list_headers_are_present(
-    channel: SmtpEmailChannel, fake_smtp: FakeSmtp  # noqa: F811
+    channel: SmtpEmailChannel, fake_smtp: FakeSmtp
 ) -> None:
     await channel.send(make_item())
 
@@ -119,7 +119,7 @@ async def test_threading_and_list_headers_are_present(
 
 
 async def test_without_references_there_is_no_in_reply_to(
-    channel: SmtpEmailChannel, fake_smtp: FakeSmtp  # noqa: F811
+    channel: SmtpEmailChannel, fake_smtp: FakeSmtp
 ) -> None:
     await channel.send(make_item(references=(), reply_to=None))
 
@@ -128,7 +128,7 @@ async def test_without_references_there_is_no_in_reply_to(
 
 
 async def test_non_ascii_display_name_is_rfc2047_encoded(
-    channel: SmtpEmailChannel, fake_smtp: FakeSmtp  # noqa: F811
+    channel: SmtpEmailChannel, fake_smtp: FakeSmtp
 ) -> None:
     await channel.send(make_item(to="Ñandú Pérez 🎓 <nandu@example.org>"))
 
@@ -139,7 +139,7 @@ async def test_non_ascii_display_name_is_rfc2047_encoded(
 
 
 async def test_idna_domain_goes_out_as_a_labels(
-    channel: SmtpEmailChannel, fake_smtp: FakeSmtp  # noqa: F811
+    channel: SmtpEmailChannel, fake_smtp: FakeSmtp
 ) -> None:
     await channel.send(make_item(to="ana@colegio-añil.es"))
 
@@ -165,7 +165,7 @@ async def test_idna_domain_goes_out_as_a_labels(
     ids=lambda c: next(iter(c)),
 )
 async def test_header_injection_is_refused_and_nothing_is_sent(
-    channel: SmtpEmailChannel, fake_smtp: FakeSmtp, changes: dict[str, object]  # noqa: F811
+    channel: SmtpEmailChannel, fake_smtp: FakeSmtp, changes: dict[str, object]
 ) -> None:
     with pytest.raises(PermanentSendError) as caught:
         await channel.send(make_item(**changes))
@@ -198,7 +198,7 @@ def test_build_mime_rejects_what_it_cannot_send_faithfully(changes: dict[str, ob
 
 
 async def test_twenty_concurrent_sends_over_a_pool_of_two_use_at_most_two_connections(
-    fake_smtp: FakeSmtp,  # noqa: F811
+    fake_smtp: FakeSmtp,
 ) -> None:
     ch = SmtpEmailChannel(fake_smtp.host, fake_smtp.port, pool_size=2, local_hostname="gw.test")
     try:
@@ -215,7 +215,7 @@ async def test_twenty_concurrent_sends_over_a_pool_of_two_use_at_most_two_connec
 
 
 async def test_sequential_sends_reuse_one_connection(
-    channel: SmtpEmailChannel, fake_smtp: FakeSmtp  # noqa: F811
+    channel: SmtpEmailChannel, fake_smtp: FakeSmtp
 ) -> None:
     for i in range(5):
         await channel.send(make_item(message_id=f"<s{i}@colegio.example.org>"))
@@ -225,7 +225,7 @@ async def test_sequential_sends_reuse_one_connection(
 
 
 async def test_a_connection_the_server_dropped_while_idle_is_replaced(
-    channel: SmtpEmailChannel, fake_smtp: FakeSmtp  # noqa: F811
+    channel: SmtpEmailChannel, fake_smtp: FakeSmtp
 ) -> None:
     await channel.send(make_item(message_id="<before@colegio.example.org>"))
     fake_smtp.drop_idle()
@@ -241,7 +241,7 @@ async def test_a_connection_the_server_dropped_while_idle_is_replaced(
 
 
 async def test_a_connection_idle_too_long_is_replaced_before_use(
-    channel: SmtpEmailChannel, fake_smtp: FakeSmtp, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+    channel: SmtpEmailChannel, fake_smtp: FakeSmtp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(email_smtp, "_MAX_IDLE_SECONDS", 0.0)  # every pause counts as too long
 
@@ -253,7 +253,7 @@ async def test_a_connection_idle_too_long_is_replaced_before_use(
 
 
 async def test_a_connection_lost_under_the_next_command_is_retried_once_on_a_new_one(
-    channel: SmtpEmailChannel, fake_smtp: FakeSmtp  # noqa: F811
+    channel: SmtpEmailChannel, fake_smtp: FakeSmtp
 ) -> None:
     await channel.send(make_item(message_id="<before@colegio.example.org>"))
     # The close races our MAIL FROM: the client only learns of it from that command.
@@ -266,7 +266,7 @@ async def test_a_connection_lost_under_the_next_command_is_retried_once_on_a_new
 
 
 async def test_only_one_retry_then_transient_connection(
-    channel: SmtpEmailChannel, fake_smtp: FakeSmtp  # noqa: F811
+    channel: SmtpEmailChannel, fake_smtp: FakeSmtp
 ) -> None:
     fake_smtp.drop_next(stage="mail", times=2)
 
@@ -291,7 +291,7 @@ async def test_only_one_retry_then_transient_connection(
     ],
 )
 async def test_4xx_replies_are_transient(
-    channel: SmtpEmailChannel, fake_smtp: FakeSmtp, stage: str, code: int, text: str  # noqa: F811
+    channel: SmtpEmailChannel, fake_smtp: FakeSmtp, stage: str, code: int, text: str
 ) -> None:
     fake_smtp.fail_next(code, text, stage=stage)  # type: ignore[arg-type]
 
@@ -306,7 +306,7 @@ async def test_4xx_replies_are_transient(
 
 
 async def test_421_closes_the_connection_and_the_next_send_opens_a_new_one(
-    channel: SmtpEmailChannel, fake_smtp: FakeSmtp  # noqa: F811
+    channel: SmtpEmailChannel, fake_smtp: FakeSmtp
 ) -> None:
     fake_smtp.fail_next(421, "4.3.2 Service shutting down", stage="mail")
 
@@ -320,7 +320,7 @@ async def test_421_closes_the_connection_and_the_next_send_opens_a_new_one(
 
 
 async def test_a_send_cancelled_mid_transaction_does_not_poison_the_pool(
-    fake_smtp: FakeSmtp,  # noqa: F811
+    fake_smtp: FakeSmtp,
 ) -> None:
     ch = SmtpEmailChannel(fake_smtp.host, fake_smtp.port, pool_size=1, local_hostname="gw.test")
     try:
@@ -351,7 +351,7 @@ async def test_a_send_cancelled_mid_transaction_does_not_poison_the_pool(
     ],
 )
 async def test_recipient_refused_at_rcpt_is_permanent_and_bouncing(
-    channel: SmtpEmailChannel, fake_smtp: FakeSmtp, code: int, text: str  # noqa: F811
+    channel: SmtpEmailChannel, fake_smtp: FakeSmtp, code: int, text: str
 ) -> None:
     fake_smtp.fail_next(code, text, stage="rcpt")
 
@@ -375,7 +375,7 @@ async def test_recipient_refused_at_rcpt_is_permanent_and_bouncing(
     ],
 )
 async def test_other_5xx_are_permanent_without_a_contact_problem(
-    channel: SmtpEmailChannel, fake_smtp: FakeSmtp, stage: str, code: int, text: str  # noqa: F811
+    channel: SmtpEmailChannel, fake_smtp: FakeSmtp, stage: str, code: int, text: str
 ) -> None:
     fake_smtp.fail_next(code, text, stage=stage)  # type: ignore[arg-type]
 
@@ -387,7 +387,7 @@ async def test_other_5xx_are_permanent_without_a_contact_problem(
 
 
 async def test_user_unknown_reported_after_data_is_still_bouncing(
-    channel: SmtpEmailChannel, fake_smtp: FakeSmtp  # noqa: F811
+    channel: SmtpEmailChannel, fake_smtp: FakeSmtp
 ) -> None:
     # Some servers accept every RCPT and refuse the mailbox only once they have the message.
     fake_smtp.fail_next(550, "5.1.1 The email account that you tried to reach does not exist",
@@ -414,7 +414,7 @@ async def test_no_server_listening_is_transient_connection() -> None:
 
 
 async def test_a_server_slower_than_the_timeout_is_transient_timeout(
-    fake_smtp: FakeSmtp,  # noqa: F811
+    fake_smtp: FakeSmtp,
 ) -> None:
     fake_smtp.delay(2.0, stage="data")
     ch = SmtpEmailChannel(fake_smtp.host, fake_smtp.port, timeout=0.3, local_hostname="gw.test")
@@ -513,7 +513,7 @@ async def test_an_untrusted_certificate_is_transient(
         assert server.received == []
 
 
-async def test_starttls_required_but_not_offered_is_transient(fake_smtp: FakeSmtp) -> None:  # noqa: F811
+async def test_starttls_required_but_not_offered_is_transient(fake_smtp: FakeSmtp) -> None:
     ch = SmtpEmailChannel(fake_smtp.host, fake_smtp.port, starttls=True, local_hostname="gw.test")
     try:
         with pytest.raises(TransientSendError) as err:
@@ -527,7 +527,7 @@ async def test_starttls_required_but_not_offered_is_transient(fake_smtp: FakeSmt
 # --- lifecycle ---------------------------------------------------------------------------------------
 
 
-async def test_close_lets_a_send_in_flight_finish(fake_smtp: FakeSmtp) -> None:  # noqa: F811
+async def test_close_lets_a_send_in_flight_finish(fake_smtp: FakeSmtp) -> None:
     ch = SmtpEmailChannel(fake_smtp.host, fake_smtp.port, local_hostname="gw.test")
     fake_smtp.delay(0.3, stage="data")
     task = asyncio.create_task(ch.send(make_item()))
@@ -540,7 +540,7 @@ async def test_close_lets_a_send_in_flight_finish(fake_smtp: FakeSmtp) -> None: 
 
 
 async def test_send_after_close_is_transient_and_close_is_idempotent(
-    fake_smtp: FakeSmtp,  # noqa: F811
+    fake_smtp: FakeSmtp,
 ) -> None:
     ch = SmtpEmailChannel(fake_smtp.host, fake_smtp.port, local_hostname="gw.test")
     await ch.send(make_item())

@@ -29,7 +29,6 @@ from gateway.channels.twilio_sms import (
 )
 from tests.fakes.twilio import (
     FakeTwilio,
-    fake_twilio,  # noqa: F401,F811  (a pytest fixture)
     sign_twilio_request,
 )
 

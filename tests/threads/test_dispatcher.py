@@ -12,7 +12,7 @@ import pytest
 from gateway.channels.base import ChannelKind, DeliveryStatus, OutboundItem, SendResult
 from gateway.channels.email_smtp import SmtpEmailChannel
 from gateway.channels.twilio_sms import TwilioSmsChannel
-from gateway.directory.models import ContactPoint, Membership, School
+from gateway.directory.models import ContactPoint, School
 from gateway.settings import Settings, TwilioSettings
 from gateway.threads.addresses import hash_token
 from gateway.threads.compose import RecipientSpec, send_communication
