@@ -1,6 +1,7 @@
 """`create_app(settings)`: the aiohttp application, with every stateful part in a cleanup context.
 
-Order of the contexts: database → channels → dispatcher. Each is opened at start-up and closed in
+Order of the contexts: database → channels → dispatcher (when this process runs workers) →
+inbound processing. Each is opened at start-up and closed in
 reverse order at shutdown, under `web.run_app` and under pytest-aiohttp alike.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ from gateway.db import open_database
 from gateway.i18n import current_translations
 from gateway.settings import Settings
 from gateway.threads.dispatcher import Dispatcher
+from gateway.threads.inbound import InboundProcessor
 from gateway.web import keys
 from gateway.web.middlewares import error_middleware
 from gateway.web.routes import setup_routes
@@ -49,6 +51,7 @@ def create_app(
     app.cleanup_ctx.append(_channels(settings))
     if settings.worker_enabled if run_worker is None else run_worker:
         app.cleanup_ctx.append(_dispatcher)
+    app.cleanup_ctx.append(_inbound)
     setup_routes(app)
     return app
 
@@ -99,18 +102,30 @@ async def open_channels(settings: Settings) -> dict[str, Channel]:
     return channels
 
 
+async def _inbound(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    dispatcher = app.get(keys.DISPATCHER)
+    processor = InboundProcessor({settings.reply_domain}, on_queued=dispatcher.wake if dispatcher else None)
+    app[keys.INBOUND] = processor
+    stop = asyncio.Event()
+    # Where workers run, they also sweep up replies a crashed process stored but never routed.
+    sweeper = asyncio.create_task(processor.sweep_forever(stop)) if dispatcher else None
+    yield
+    stop.set()
+    if sweeper is not None:
+        await sweeper
+    await processor.wait_idle()  # a reply being routed finishes; one not started is swept later
+
+
 async def _dispatcher(app: web.Application) -> AsyncIterator[None]:
     dispatcher = Dispatcher(app[keys.SETTINGS], app[keys.CHANNELS])
     app[keys.DISPATCHER] = dispatcher
     stop = asyncio.Event()
-    task = asyncio.create_task(dispatcher.run(stop), name="outbox-dispatcher")
-    try:
-        yield
-    finally:
-        stop.set()
-        dispatcher.wake()
-        try:
-            await asyncio.wait_for(task, timeout=30)
-        except asyncio.TimeoutError:
-            log.warning("the dispatcher did not stop in 30 s; its leases will expire and be retried")
-            task.cancel()
+    tasks = [asyncio.create_task(dispatcher.run(stop), name="outbox-dispatcher")]
+    yield
+    stop.set()
+    dispatcher.wake()
+    done, pending = await asyncio.wait(tasks, timeout=30)
+    for task in pending:
+        log.warning("%s did not stop in 30 s; its leases will expire and be retried", task.get_name())
+        task.cancel()

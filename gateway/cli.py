@@ -74,18 +74,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(message: str) -> int:
-    sys.stderr.write(f"gateway: {' '.join(message.split())}\n")  # one line, whatever the message holds
+    one_line = message.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")  # whatever the message holds
+    sys.stderr.write(f"gateway: {one_line}\n")
     return EXIT_USAGE
 
 
 def _database_problem(exc: BaseException) -> str | None:
     """A one-line description when `exc` means the configured database cannot be opened."""
-    from tortoise.exceptions import ConfigurationError, DBConnectionError
+    import socket
 
-    if isinstance(exc, (DBConnectionError, ConfigurationError, OSError)) or type(exc).__module__.startswith(
-        ("sqlite3", "asyncpg")
-    ):
-        return f"GATEWAY_DATABASE_URL: cannot open the database: {exc}"
+    from tortoise.exceptions import ConfigurationError, DBConnectionError, OperationalError
+
+    # Not every OSError: `serve` on a port in use is not a database problem.
+    reaching = (ConnectionError, socket.gaierror, TimeoutError)
+    if isinstance(exc, (DBConnectionError, ConfigurationError, OperationalError, *reaching)) or type(
+        exc
+    ).__module__.startswith(("sqlite3", "asyncpg")):
+        return f"GATEWAY_DATABASE_URL: cannot use the database: {exc}"
     return None
 
 
@@ -134,17 +139,17 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_create_api_key(settings: Settings, args: argparse.Namespace) -> int:
     from gateway.db import open_database
-    from gateway.directory.schools import SLUG_RE, InvalidSlug, create_api_key
+    from gateway.directory.schools import InvalidKeyName, InvalidSlug, check_key_name, check_slug, create_api_key
 
-    if not SLUG_RE.match(args.slug):  # before touching the database
-        raise UsageError(str(InvalidSlug(f"school slug must be lower-case letters, digits and dashes, got {args.slug!r}")))
+    try:  # before touching the database
+        check_slug(args.slug)
+        check_key_name(args.name)
+    except (InvalidSlug, InvalidKeyName) as exc:
+        raise UsageError(str(exc)) from None
 
     async def create() -> str:
         async with open_database(settings.database_url):
-            try:
-                _, key = await create_api_key(args.slug, name=args.name)
-            except InvalidSlug as exc:
-                raise UsageError(str(exc)) from None
+            _, key = await create_api_key(args.slug, name=args.name)
         return key
 
     _migrate_quietly(settings)

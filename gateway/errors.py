@@ -10,6 +10,7 @@ if TYPE_CHECKING:
 class GatewayError(Exception):
     status = 400
     code = "bad_request"
+    headers: dict[str, str] = {}  # extra response headers (e.g. WWW-Authenticate on a 401)
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)

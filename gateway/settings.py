@@ -77,6 +77,7 @@ class Settings:
     sms_rate_per_number: float = 1.0
     smtp_rate: float = 20.0
     max_request_bytes: int = 1024 * 1024
+    max_email_bytes: int = 25 * 1024 * 1024  # inbound e-mail, attachments included
     max_body_chars: int = 20_000
     extra: Mapping[str, str] = field(default_factory=dict)
 

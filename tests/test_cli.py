@@ -79,6 +79,12 @@ def test_create_api_key_with_a_bad_slug(database, tmp_path):
     assert not (tmp_path / "x.sqlite3").exists()  # refused before the database was touched
 
 
+@pytest.mark.parametrize("name", ["", "   ", "n" * 101, "two\nlines"], ids=["empty", "blank", "long", "newline"])
+def test_create_api_key_with_a_bad_name(database, tmp_path, name):
+    assert_usage_error(run(database, "create-api-key", "lincoln", "--name", name), "key name")
+    assert not (tmp_path / "x.sqlite3").exists()
+
+
 def test_create_api_key_needs_a_slug(database):
     assert_usage_error(run(database, "create-api-key"), "slug")
 

@@ -7,8 +7,8 @@ a MIME part or a provider exception.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, fields
+from typing import Any, Protocol
 
 
 class ChannelKind(str, enum.Enum):
@@ -151,3 +151,25 @@ class InboundMessage:
     problems: tuple[str, ...] = ()       # what was wrong with the item but did not stop us (broken MIME, ...)
     raw: str = ""                        # the item as received, for audit
     received_via: str = ""               # webhook | imap
+
+
+def inbound_to_json(msg: InboundMessage) -> dict[str, Any]:
+    """A JSON-safe dict of `msg` without `raw` (the raw item is stored beside it)."""
+    data = {f.name: getattr(msg, f.name) for f in fields(InboundMessage) if f.name != "raw"}
+    data["channel"] = msg.channel.value
+    data["bounce"] = None if msg.bounce is None else {f.name: getattr(msg.bounce, f.name) for f in fields(Bounce)}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+
+
+def inbound_from_json(data: dict[str, Any], raw: str = "") -> InboundMessage:
+    values = dict(data)
+    values["channel"] = ChannelKind(values["channel"])
+    bounce = values.get("bounce")
+    if bounce is not None:
+        bounce = dict(bounce)
+        bounce["recipients"] = tuple(bounce["recipients"])
+        values["bounce"] = Bounce(**bounce)
+    for name in ("recipients", "references", "problems"):
+        values[name] = tuple(values.get(name) or ())
+    known = {f.name for f in fields(InboundMessage)}
+    return InboundMessage(**{k: v for k, v in values.items() if k in known}, raw=raw)

@@ -24,6 +24,12 @@ Robustness rules (inbound mail is whatever a client or a spammer produced):
 * A declared multipart whose boundary is missing or never appears (a defect the parser
   records) still yields its raw body as text/plain, so the sender's words are not lost.
 * Line endings come back as "\\n".
+
+``parse_inbound_email`` turns one raw message (IMAP, or the raw-MIME webhook) into our
+``InboundMessage``: addresses, Message-ID, references, subject, bodies, whether it is automatic
+(auto-reply, list mail, bounce) and, for a delivery status notification, the ``Bounce``. It never
+raises; whatever was wrong with the message goes into ``problems``. The rules are written next
+to the code that applies them.
 """
 from __future__ import annotations
 
@@ -33,7 +39,7 @@ import email.message
 import email.policy
 from email.message import Message
 
-__all__ = ["decode_bodies"]
+__all__ = ["decode_bodies", "parse_inbound_email"]
 
 _MAX_DEPTH = 32  # MIME nesting we follow; deeper is hostile or broken
 

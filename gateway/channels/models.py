@@ -22,3 +22,20 @@ class DevOutboxItem(Model):
 
     class Meta:
         table = "dev_outbox_item"
+
+
+class ImapCursor(Model):
+    """How far the IMAP reader got in one mailbox, so a restart resumes instead of rereading.
+
+    A UID means something only together with the mailbox's UIDVALIDITY (RFC 3501 section 2.3.1.1),
+    so both are stored. last_uid only moves forward, after the sink committed and the mail was marked.
+    """
+
+    id = fields.IntField(primary_key=True)
+    mailbox = fields.CharField(max_length=500, unique=True)  # "user@host:port/INBOX"
+    uidvalidity = fields.BigIntField()
+    last_uid = fields.BigIntField(default=0)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "imap_cursor"

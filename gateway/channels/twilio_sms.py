@@ -22,6 +22,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 from multidict import MultiDictProxy
@@ -35,6 +36,7 @@ from gateway.channels.base import (
     ChannelKind,
     ContactProblem,
     DeliveryStatus,
+    InboundMessage,
     OutboundItem,
     OutboundSms,
     PermanentSendError,
@@ -360,8 +362,41 @@ def parse_status_callback(form: Mapping[str, str]) -> StatusUpdate:
     )
 
 
+def parse_inbound_sms(form: Mapping[str, str]) -> InboundMessage:
+    """Turn Twilio's incoming-message webhook form into our InboundMessage.
+
+    Twilio posts MessageSid, From, To, Body (and MessagingServiceSid when the number belongs to a
+    Messaging Service; To is then still the number the guardian texted). Raises ValueError when a
+    field we need is missing.
+    """
+    sid = (form.get("MessageSid") or form.get("SmsSid") or "").strip()
+    sender = (form.get("From") or "").strip()
+    to = (form.get("To") or "").strip()
+    missing = [name for name, value in (("MessageSid", sid), ("From", sender), ("To", to)) if not value]
+    if missing:
+        raise ValueError(f"Twilio message webhook without {', '.join(missing)}")
+    if "Body" not in form:
+        raise ValueError("Twilio message webhook without Body")
+    problems: list[str] = []
+    media = (form.get("NumMedia") or "0").strip()
+    if media.isdigit() and int(media) > 0:
+        # MMS attachments are not shown in threads yet; the URLs stay in the stored payload.
+        problems.append(f"{media} media attachment(s) not shown")
+    return InboundMessage(
+        channel=ChannelKind.SMS,
+        provider_id=sid,
+        sender=sender,
+        recipients=(to,),
+        text=form.get("Body") or "",
+        problems=tuple(problems),
+        raw=urlencode(sorted(form.items())),
+        received_via="webhook",
+    )
+
+
 __all__ = [
     "TwilioSmsChannel",
     "is_valid_signature",
+    "parse_inbound_sms",
     "parse_status_callback",
 ]

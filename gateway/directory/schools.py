@@ -19,6 +19,20 @@ class InvalidSlug(ValueError):
     pass
 
 
+class InvalidKeyName(ValueError):
+    pass
+
+
+def check_slug(slug: str) -> None:
+    if not SLUG_RE.match(slug):
+        raise InvalidSlug(f"school slug must be lower-case letters, digits and dashes, got {slug!r}")
+
+
+def check_key_name(name: str) -> None:
+    if not name.strip() or len(name) > 100 or not name.isprintable():
+        raise InvalidKeyName(f"key name must be 1 to 100 printable characters, got {name[:120]!r}")
+
+
 def hash_api_key(key: str) -> str:
     # The key carries 256 random bits, so a plain SHA-256 is enough (no password stretching needed).
     return hashlib.sha256(key.encode()).hexdigest()
@@ -29,8 +43,8 @@ async def create_api_key(slug: str, *, name: str = "default", actor: str = "cli"
 
     Returns the school and the key; only the key's hash is stored, so this is the one time it is seen.
     """
-    if not SLUG_RE.match(slug):
-        raise InvalidSlug(f"school slug must be lower-case letters, digits and dashes, got {slug!r}")
+    check_slug(slug)
+    check_key_name(name)
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     async with in_transaction():
         school = await School.get_or_none(slug=slug)

@@ -11,6 +11,7 @@ from typing import Annotated, Iterable, Sequence
 from babel import Locale, UnknownLocaleError
 from babel.core import parse_locale
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from gateway.directory.contacts import InvalidAddress, normalize_email, normalize_phone
@@ -122,9 +123,27 @@ def _prepare(school: School, users: Sequence[UserIn]) -> list[_Row]:
     return rows
 
 
+UPSERT_ATTEMPTS = 3
+
+
 async def upsert_users(school: School, users: Sequence[UserIn]) -> UpsertResult:
-    """Create or update `users` in `school`; all or nothing. Raises RowError."""
+    """Create or update `users` in `school`; all or nothing. Raises RowError.
+
+    Two batches naming the same new people at once (a re-sent request, two roster imports) both see
+    them missing, and the second to commit breaks a unique constraint. Its transaction rolls back
+    entirely, so it is simply run again: the people now exist and are updated.
+    """
     rows = _prepare(school, users)
+    for attempt in range(1, UPSERT_ATTEMPTS + 1):
+        try:
+            return await _upsert(school, rows)
+        except IntegrityError:
+            if attempt == UPSERT_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def _upsert(school: School, rows: list[_Row]) -> UpsertResult:
     ext_ids = [r.data.external_id for r in rows]
     referenced = {ext for r in rows for ext in (r.data.guardian_of or [])}
 

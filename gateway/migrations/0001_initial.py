@@ -3,7 +3,7 @@ from tortoise.migrations import operations as ops
 import functools
 from gateway.channels.base import DeliveryStatus
 from gateway.directory.models import ChannelPreference, ContactKind, Role
-from gateway.threads.models import ConversationKind, ConversationState, Direction, Origin, RoutedBy
+from gateway.threads.models import ConversationKind, ConversationState, Direction, InboundOutcome, Origin, RoutedBy
 from json import dumps, loads
 from tortoise.fields.base import OnDelete
 from tortoise import fields
@@ -29,6 +29,18 @@ class Migration(migrations.Migration):
                 ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
             ],
             options={'table': 'dev_outbox_item', 'app': 'models', 'pk_attr': 'id', 'table_description': 'What a dev transport "sent": shown on /dev/mailbox so a newcomer sees the product work.'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='ImapCursor',
+            fields=[
+                ('id', fields.IntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('mailbox', fields.CharField(unique=True, max_length=500)),
+                ('uidvalidity', fields.BigIntField()),
+                ('last_uid', fields.BigIntField(default=0)),
+                ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
+            ],
+            options={'table': 'imap_cursor', 'app': 'models', 'pk_attr': 'id', 'table_description': 'How far the IMAP reader got in one mailbox, so a restart resumes instead of rereading.'},
             bases=['Model'],
         ),
         ops.CreateModel(
@@ -199,15 +211,18 @@ class Migration(migrations.Migration):
                 ('school', fields.ForeignKeyField('models.School', source_field='school_id', null=True, db_constraint=True, to_field='id', related_name='inbound_events', on_delete=OnDelete.CASCADE)),
                 ('channel', fields.CharField(max_length=16)),
                 ('provider_id', fields.CharField(unique=True, max_length=255)),
-                ('outcome', fields.CharField(default='received', max_length=16)),
+                ('outcome', fields.CharEnumField(default=InboundOutcome.RECEIVED, description='RECEIVED: received\nROUTED: routed\nUNMATCHED: unmatched\nAUTO_REPLY: auto_reply\nBOUNCE: bounce\nOPT_OUT: opt_out\nOPT_IN: opt_in\nHELP: help\nREJECTED: rejected\nAPPLIED: applied\nIGNORED: ignored', enum_type=InboundOutcome, max_length=16)),
                 ('reason', fields.CharField(null=True, max_length=500)),
                 ('sender', fields.CharField(null=True, max_length=320)),
                 ('payload', fields.TextField(unique=False)),
+                ('normalized', fields.JSONField(null=True, encoder=functools.partial(dumps, separators=(',', ':')), decoder=loads)),
+                ('conversation', fields.ForeignKeyField('models.Conversation', source_field='conversation_id', null=True, db_constraint=True, to_field='id', related_name='inbound_events', on_delete=OnDelete.CASCADE)),
                 ('message', fields.ForeignKeyField('models.Message', source_field='message_id', null=True, db_constraint=True, to_field='id', related_name='inbound_events', on_delete=OnDelete.CASCADE)),
+                ('claimed_until', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
                 ('received_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
                 ('processed_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
             ],
-            options={'table': 'inbound_event', 'app': 'models', 'indexes': [Index(fields=['school_id', 'outcome', 'received_at'])], 'pk_attr': 'id', 'table_description': 'Every inbound item as received, with its outcome. Nothing inbound is dropped without a row.'},
+            options={'table': 'inbound_event', 'app': 'models', 'indexes': [Index(fields=['school_id', 'outcome', 'received_at']), Index(fields=['outcome', 'received_at'])], 'pk_attr': 'id', 'table_description': 'Every inbound item as received, with its outcome. Nothing inbound is dropped without a row.'},
             bases=['Model'],
         ),
         ops.CreateModel(

@@ -54,6 +54,12 @@ def _wanted(kind: str, preference: ChannelPreference, last_channel: str | None) 
     return [SMS] if preference is ChannelPreference.SMS else [EMAIL]
 
 
+def usable_address(contacts: Sequence[Contact], channel: str) -> str | None:
+    """The first address of the recipient that `channel` can use now, or None."""
+    contact = _usable(contacts, channel)
+    return contact.address if contact else None
+
+
 def _usable(contacts: Sequence[Contact], channel: str) -> Contact | None:
     kind = KIND_OF_CHANNEL[channel]
     return next((c for c in contacts if c.kind is kind and c.problem is None), None)

@@ -49,7 +49,7 @@ class ComposeResult:
 
 
 @dataclass
-class _Recipient:
+class Recipient:
     user_id: int
     role: str
     preference: ChannelPreference
@@ -95,7 +95,7 @@ async def resolve_recipients(school: School, spec: RecipientSpec, *, exclude: in
     return {uid: (role.value if isinstance(role, Role) else role) for uid, role in found.items()}
 
 
-async def _load_recipients(roles: dict[int, str]) -> list[_Recipient]:
+async def load_recipients(roles: dict[int, str]) -> list[Recipient]:
     ids = list(roles)
     contacts: dict[int, list[Contact]] = defaultdict(list)
     users: dict[int, dict] = {}
@@ -106,7 +106,7 @@ async def _load_recipients(roles: dict[int, str]) -> list[_Recipient]:
         for cp in await ContactPoint.filter(user_id__in=part).order_by("id"):
             contacts[cp.user_id].append(Contact(cp.kind, cp.address, cp.problem))
     return [
-        _Recipient(
+        Recipient(
             uid, roles[uid], ChannelPreference(users[uid]["channel_preference"]),
             users[uid]["newsletters_unsubscribed_at"] is not None, contacts[uid],
         )
@@ -135,7 +135,7 @@ async def send_communication(
         roles = await resolve_recipients(school, recipients, exclude=sender.user_id)
         if not roles:
             raise InvalidInput("recipients: nobody matches (the sender is never a recipient)", code="no_recipients")
-        people = await _load_recipients(roles)
+        people = await load_recipients(roles)
         groups = [[p] for p in people] if private else [people]
 
         conversations: list[Conversation] = []
@@ -163,11 +163,11 @@ async def send_communication(
         await ReplyToken.bulk_create(tokens, batch_size=BATCH)
 
         plans = [
-            (conversation, message, person, _routes(kind.value, person, None, school))
+            (conversation, message, person, routes_for(kind.value, person, None, school))
             for conversation, message, group in zip(conversations, messages, groups)
             for person in group
         ]
-        deliveries = await _write_deliveries(school, plans, urgent=urgent, now=now)
+        deliveries = await write_deliveries(school, plans, urgent=urgent, now=now)
     return ComposeResult(
         conversation_ids=[c.id for c in conversations],
         message_ids=[m.id for m in messages],
@@ -204,16 +204,16 @@ async def post_staff_reply(
             conversation=conversation, author_id=sender.user_id, body=body, origin=origin, direction=Direction.OUTBOUND,
         )
         others = {uid: p.role for uid, p in members.items() if uid != sender.user_id}
-        people = await _load_recipients(others)
+        people = await load_recipients(others)
         plans = [
-            (conversation, message, person, _routes(conversation.kind.value, person, members[person.user_id].last_channel, school))
+            (conversation, message, person, routes_for(conversation.kind.value, person, members[person.user_id].last_channel, school))
             for person in people
         ]
-        deliveries = await _write_deliveries(school, plans, urgent=False, now=now)
+        deliveries = await write_deliveries(school, plans, urgent=False, now=now)
     return message, len(deliveries)
 
 
-def _routes(kind: str, person: _Recipient, last_channel: str | None, school: School) -> list[Route]:
+def routes_for(kind: str, person: Recipient, last_channel: str | None, school: School) -> list[Route]:
     if kind == "newsletter" and person.newsletters_unsubscribed:
         return [Route("email", None, suppressed_reason="unsubscribed")]
     return choose_routes(
@@ -221,8 +221,8 @@ def _routes(kind: str, person: _Recipient, last_channel: str | None, school: Sch
     )
 
 
-async def _write_deliveries(
-    school: School, plans: list[tuple[Conversation, Message, _Recipient, list[Route]]], *, urgent: bool, now: datetime
+async def write_deliveries(
+    school: School, plans: list[tuple[Conversation, Message, Recipient, list[Route]]], *, urgent: bool, now: datetime
 ) -> list[Delivery]:
     sms_pairs = [(r.address, c.id) for c, _, _, routes in plans for r in routes if r.channel == "sms" and r.address]
     senders = await assign_sms_senders(school.id, list(school.sms_numbers), sms_pairs, now)

@@ -153,21 +153,42 @@ class SmsRoute(Model):
         unique_together = (("phone", "our_number"),)
 
 
+class InboundOutcome(str, enum.Enum):
+    RECEIVED = "received"        # stored, not yet processed
+    ROUTED = "routed"            # became a Message in a conversation
+    UNMATCHED = "unmatched"      # kept for staff triage: no conversation could be told
+    AUTO_REPLY = "auto_reply"    # out-of-office and other automatic mail: recorded, never posted
+    BOUNCE = "bounce"            # a delivery report about mail we sent
+    OPT_OUT = "opt_out"          # STOP and friends
+    OPT_IN = "opt_in"            # START and friends
+    HELP = "help"                # HELP / INFO
+    REJECTED = "rejected"        # failed a check (signature, size, loop); `reason` says which
+    APPLIED = "applied"          # a status callback that moved a delivery
+    IGNORED = "ignored"          # a status callback for no delivery of ours
+
+
 class InboundEvent(Model):
-    """Every inbound item as received, with its outcome. Nothing inbound is dropped without a row."""
+    """Every inbound item as received, with its outcome. Nothing inbound is dropped without a row.
+
+    It is also the inbox queue. A webhook stores the item and answers at once, and processing
+    happens from the stored row. An item stuck in `received` (a crash) is picked up again.
+    """
 
     id = fields.IntField(primary_key=True)
     school = fields.ForeignKeyField("models.School", related_name="inbound_events", null=True)
     channel = fields.CharField(max_length=16)  # sms | email | sms_status
     provider_id = fields.CharField(max_length=255, unique=True)
-    outcome = fields.CharField(max_length=16, default="received")
+    outcome = fields.CharEnumField(InboundOutcome, max_length=16, default=InboundOutcome.RECEIVED)
     reason = fields.CharField(max_length=500, null=True)
     sender = fields.CharField(max_length=320, null=True)
     payload = fields.TextField()  # the item as received (form, JSON or raw MIME)
+    normalized: dict = fields.JSONField(null=True)  # our InboundMessage, as the channel read it
+    conversation = fields.ForeignKeyField("models.Conversation", related_name="inbound_events", null=True)
     message = fields.ForeignKeyField("models.Message", related_name="inbound_events", null=True)
+    claimed_until = fields.DatetimeField(null=True)
     received_at = fields.DatetimeField(auto_now_add=True)
     processed_at = fields.DatetimeField(null=True)
 
     class Meta:
         table = "inbound_event"
-        indexes = (("school_id", "outcome", "received_at"),)
+        indexes = (("school_id", "outcome", "received_at"), ("outcome", "received_at"))

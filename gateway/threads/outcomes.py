@@ -19,11 +19,9 @@ from tortoise.transactions import in_transaction
 
 from gateway.channels.base import ContactProblem, DeliveryStatus, SendResult
 from gateway.db import dialect
-from gateway.directory.models import ContactPoint, User
 from gateway.metrics import DELIVERY_OUTCOMES
-from gateway.threads.channel_choice import OTHER, Contact, choose_routes
-from gateway.threads.models import Delivery, Message
-from gateway.threads.sms_pool import assign_sms_senders
+from gateway.threads.fallback import fall_back
+from gateway.threads.models import Delivery
 from gateway.threads.status import mark_contact_problem
 
 log = logging.getLogger(__name__)
@@ -107,7 +105,7 @@ class OutcomeRecorder:
             for o in problems:
                 await mark_contact_problem(o.delivery.recipient_id, o.delivery.channel, o.delivery.address or "",
                                            o.problem, o.error_reason or "")  # type: ignore[arg-type]
-                await self._fall_back(o.delivery, now)
+                await fall_back(o.delivery, now)
 
     @staticmethod
     async def _write_sent(conn: BaseDBAsyncClient, sent: list[Outcome], now: datetime) -> None:
@@ -129,29 +127,6 @@ class OutcomeRecorder:
             [sent_status, o.result.provider_id, o.result.segments, stamp, stamp, o.delivery.id, queued]  # type: ignore[union-attr]
             for o in sent])
         await conn.execute_many(late, [[o.result.provider_id, stamp, o.delivery.id] for o in sent])  # type: ignore[union-attr]
-
-    async def _fall_back(self, d: Delivery, now: datetime) -> None:
-        """A bouncing e-mail or opted-out phone: try the recipient's other channel (DESIGN section 5)."""
-        other = OTHER[d.channel]
-        if await Delivery.filter(message_id=d.message_id, recipient_id=d.recipient_id, channel=other).exists():
-            return
-        contacts = [Contact(cp.kind, cp.address, cp.problem) for cp in await ContactPoint.filter(user_id=d.recipient_id)]
-        user = await User.get(id=d.recipient_id)
-        routes = [r for r in choose_routes("invitation" if other == "email" else "announcement", user.channel_preference,
-                                           contacts) if r.channel == other and not r.suppressed]
-        if not routes:
-            return
-        sender = None
-        if other == "sms":
-            message = await Message.get(id=d.message_id).select_related("conversation__school")
-            school = message.conversation.school
-            pair = (routes[0].address or "", message.conversation_id)
-            sender = (await assign_sms_senders(school.id, list(school.sms_numbers), [pair], now)).get(pair)
-            if sender is None:
-                return
-        await Delivery.create(message_id=d.message_id, recipient_id=d.recipient_id, channel=other,
-                              address=routes[0].address, sender=sender, status=DeliveryStatus.QUEUED,
-                              next_attempt_at=now)
 
 
 def _sql(postgres: bool, query: str) -> str:

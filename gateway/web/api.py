@@ -6,6 +6,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel
+from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from gateway.directory.contacts import InvalidAddress, normalize_phone
@@ -28,6 +29,7 @@ PUBLIC_HANDLERS = frozenset({openapi_document})
 class Unauthorized(GatewayError):
     status = 401
     code = "unauthorized"
+    headers = {"WWW-Authenticate": 'Bearer realm="gateway"'}  # RFC 6750 section 3
 
 
 class BodyTooLarge(GatewayError):
@@ -57,6 +59,8 @@ async def read_json(request: web.Request, model: type[M]) -> M:
         data = json.loads(raw or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise GatewayError(f"the body is not valid JSON: {exc}", code="malformed_json") from None
+    except RecursionError:
+        raise GatewayError("the body is not usable JSON: nested too deeply", code="malformed_json") from None
     if not isinstance(data, dict):
         raise GatewayError("the body must be a JSON object", code="malformed_json")
     return model.model_validate(data)
@@ -145,6 +149,8 @@ async def put_users(request: web.Request) -> web.Response:
         result = await upsert_users(school, body.users)
     except RowError as exc:
         raise InvalidInput(str(exc)) from None
+    except IntegrityError:
+        raise Conflict("the same people are being changed by another request; send this one again") from None
     await AuditLog.create(school=school, actor=_actor(request), action="users.upsert",
                           details={"created": result.created, "updated": result.updated})
     return web.json_response({"created": result.created, "updated": result.updated})

@@ -10,9 +10,11 @@ from gateway.settings import Settings
 if TYPE_CHECKING:
     from gateway.directory.models import School
     from gateway.threads.dispatcher import Dispatcher
+    from gateway.threads.inbound import InboundProcessor
 
 SETTINGS = web.AppKey("settings", Settings)
 CHANNELS = web.AppKey("channels", dict)  # dict[str, Channel]
 DISPATCHER: web.AppKey["Dispatcher"] = web.AppKey("dispatcher")
+INBOUND: web.AppKey["InboundProcessor"] = web.AppKey("inbound")
 SCHOOL: web.RequestKey["School"] = web.RequestKey("school")
 API_KEY_NAME = web.RequestKey("api_key_name", str)

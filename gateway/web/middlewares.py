@@ -25,7 +25,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except GatewayError as exc:
-        return _answer(request, exc.status, exc.code, exc.message)
+        response = _answer(request, exc.status, exc.code, exc.message)
+        response.headers.update(exc.headers)
+        return response
     except ValidationError as exc:
         return _answer(request, 422, "invalid", validation_message(exc))
     except web.HTTPRequestEntityTooLarge:

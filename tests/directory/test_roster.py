@@ -191,3 +191,22 @@ async def test_plain_roster_creates_sections(school):
     sections = {s.name for s in await Section.filter(school=school)}
     assert sections == {"3A", "Choir"}
     assert await SectionMember.filter(section__name="3A").count() == 3
+
+
+async def test_reimporting_oneroster_drops_links_that_left_the_file(school):
+    first = oneroster(
+        "s-1,active,,true,org,student,,,Kid,One,,,,,,,,",
+        "s-2,active,,true,org,student,,,Kid,Two,,,,,,,,",
+        'g-1,active,,true,org,parent,,,Mum,One,,,,,,"s-1,s-2",,',
+    )
+    await upsert_users(school, parse_roster(first))
+    g1 = await Membership.get(school=school, external_id="g-1")
+    assert await Relationship.filter(guardian_id=g1.user_id).count() == 2
+    second = oneroster(
+        "s-1,active,,true,org,student,,,Kid,One,,,,,,,,",
+        "s-2,tobedeleted,,true,org,student,,,Kid,Two,,,,,,,,",
+        'g-1,active,,true,org,parent,,,Mum,One,,,,,,"s-1,s-2",,',
+    )
+    await upsert_users(school, parse_roster(second))
+    s1 = await Membership.get(school=school, external_id="s-1")
+    assert await Relationship.filter(guardian_id=g1.user_id).values_list("student_id", flat=True) == [s1.user_id]

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 import pytest
 
 from gateway.directory.models import ApiKey, AuditLog, School
-from gateway.directory.schools import InvalidSlug, authenticate_api_key, create_api_key, hash_api_key
+from gateway.directory.schools import InvalidKeyName, InvalidSlug, authenticate_api_key, create_api_key, hash_api_key
 
 
 async def test_create_api_key_creates_the_school_once(db):
@@ -26,6 +26,13 @@ async def test_create_api_key_creates_the_school_once(db):
 async def test_bad_slugs_are_refused(db, slug):
     with pytest.raises(InvalidSlug):
         await create_api_key(slug)
+    assert await School.all().count() == 0
+
+
+@pytest.mark.parametrize("name", ["", " ", "n" * 101, "a\tb"])
+async def test_bad_key_names_are_refused(db, name):
+    with pytest.raises(InvalidKeyName):
+        await create_api_key("lincoln", name=name)
     assert await School.all().count() == 0
 
 

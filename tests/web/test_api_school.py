@@ -160,3 +160,8 @@ async def test_patch_only_touches_the_keys_school(client, auth, school):
     assert (await response.json())["slug"] == "roosevelt"
     assert (await School.get(id=school.id)).name == "Lincoln Elementary"
     assert (await School.get(id=other.id)).name == "Roosevelt High"
+
+
+async def test_unknown_routes_and_methods_answer_in_the_error_shape(client, auth, school):
+    await assert_error(await client.get("/api/v1/nothing-here", headers=auth), 404, "not_found")
+    await assert_error(await client.delete(URL, headers=auth), 405, "method_not_allowed")

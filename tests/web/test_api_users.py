@@ -1,8 +1,10 @@
 """PUT /api/v1/users and GET /api/v1/users/{external_id}: the directory through the admin API."""
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import datetime, timezone
+from urllib.parse import quote
 
 import pytest
 
@@ -423,3 +425,37 @@ async def test_get_user_named_like_the_openapi_document_still_needs_a_key(client
     await assert_error(response, 401, "unauthorized")
     response = await client.get(f"{URL}/openapi.json", headers=auth)
     await assert_error(response, 404, "not_found")
+
+
+# --- robustness --------------------------------------------------------------------------------------
+
+
+async def test_concurrent_puts_of_the_same_new_people_all_succeed(client, auth, school):
+    """On PostgreSQL both requests see the people missing; the loser of the unique index is re-run."""
+    users = [{"external_id": f"s-{i}", "role": "student", "name": "Kid", "sections": ["3A"]} for i in range(20)]
+    users.append({"external_id": "g-1", "role": "guardian", "name": "Parent", "email": "p@family.example",
+                  "guardian_of": ["s-0", "s-1"]})
+    responses = await asyncio.gather(*(put(client, auth, users) for _ in range(3)))
+    bodies = [await r.json() for r in responses]
+    assert [r.status for r in responses] == [200, 200, 200], bodies
+    assert sorted(b["created"] for b in bodies) == [0, 0, 21]
+    assert await counts() == {"users": 21, "memberships": 21, "contacts": 1, "relationships": 2, "sections": 1,
+                              "section_members": 20}
+
+
+async def test_deeply_nested_json_is_400_not_500(client, auth, school):
+    response = await client.put(URL, data=b"[" * 100_000, headers={**auth, "Content-Type": "application/json"})
+    await assert_error(response, 400, "malformed_json")
+
+
+async def test_401_says_how_to_authenticate(client, school):
+    response = await client.get("/api/v1/school")
+    assert response.status == 401
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+async def test_external_ids_with_reserved_characters_round_trip(client, auth, school):
+    assert (await put(client, auth, [{"external_id": "2024/a b?c", "role": "staff", "name": "A"}])).status == 200
+    response = await client.get(f"{URL}/{quote('2024/a b?c', safe='')}", headers=auth)
+    assert response.status == 200
+    assert (await response.json())["external_id"] == "2024/a b?c"

@@ -55,7 +55,7 @@ async def test_delivered_moves_the_delivery_forward(twilio_client, sent_delivery
     assert response.status == 204
     assert await status_of(sent_delivery) is DeliveryStatus.DELIVERED
     event = await InboundEvent.get(channel="sms_status")
-    assert (event.outcome, event.provider_id) == ("applied", f"status:{SID}:delivered")
+    assert (event.outcome.value, event.provider_id) == ("applied", f"status:{SID}:delivered")
 
 
 async def test_a_late_sent_never_moves_delivered_back(twilio_client, sent_delivery):
@@ -89,7 +89,7 @@ async def test_a_callback_before_our_sid_write_still_lands(twilio_client, sent_d
 async def test_a_callback_for_another_sid_does_not_touch_the_delivery(twilio_client, sent_delivery):
     await callback(twilio_client, sent_delivery.id, "failed", sid="SM" + "c" * 32)
     assert await status_of(sent_delivery) is DeliveryStatus.SENT
-    assert (await InboundEvent.get(channel="sms_status")).outcome == "unmatched"
+    assert (await InboundEvent.get(channel="sms_status")).outcome.value == "ignored"
 
 
 @pytest.mark.parametrize("signature", ["", "bm90IGEgc2lnbmF0dXJl", sign_twilio_request("wrong-token", "https://gateway.test/webhooks/twilio/status", {})])
@@ -99,7 +99,7 @@ async def test_forged_or_missing_signatures_get_403_and_are_stored_as_rejected(t
     assert (await response.json())["error"]["code"] in ("bad_signature",)
     assert await status_of(sent_delivery) is DeliveryStatus.SENT
     event = await InboundEvent.get(channel="sms_status")
-    assert event.outcome == "rejected" and "Signature" in event.reason
+    assert event.outcome.value == "rejected" and "Signature" in event.reason
 
 
 async def test_a_signature_for_the_internal_url_is_refused(twilio_client, sent_delivery):
@@ -118,7 +118,7 @@ async def test_missing_fields_are_a_400_and_stored(twilio_client, sent_delivery)
     response = await twilio_client.post(f"/webhooks/twilio/status?delivery={sent_delivery.id}", data=form,
                                         headers={"X-Twilio-Signature": sign_twilio_request(TOKEN, url, form)})
     assert response.status == 400
-    assert (await InboundEvent.get(channel="sms_status")).outcome == "rejected"
+    assert (await InboundEvent.get(channel="sms_status")).outcome.value == "rejected"
 
 
 async def test_without_twilio_configured_callbacks_are_refused(client, sent_delivery):

@@ -1,0 +1,199 @@
+"""Inbound replies: store every item, then classify, route and post it (DESIGN section 3).
+
+`record_inbound` stores the item as an InboundEvent (idempotent on the provider id: Twilio retries,
+IMAP re-reads after a crash) and returns at once, so webhooks answer fast. `InboundProcessor`
+then takes the event from the database, under a lease, and decides its outcome:
+auto-reply and bounce (recorded, never posted, never answered), loop (our own mail coming back),
+routed (a Message in its conversation, the staff told), or unmatched (kept for triage).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+
+from tortoise.exceptions import IntegrityError
+from tortoise.expressions import Q
+from tortoise.transactions import in_transaction
+
+from gateway.channels.base import ChannelKind, InboundMessage, inbound_from_json, inbound_to_json
+from gateway.directory.contacts import redact
+from gateway.directory.models import ContactKind, ContactPoint, Membership
+from gateway.threads.bounces import apply_bounce
+from gateway.threads.keywords import school_for_number
+from gateway.threads.models import (
+    Conversation,
+    ConversationState,
+    Direction,
+    InboundEvent,
+    InboundOutcome,
+    Message,
+    Origin,
+    Participant,
+    RoutedBy,
+)
+from gateway.threads.notify import forward_reply
+from gateway.threads.reply_text import extract_reply, extract_reply_from_html
+from gateway.threads.resolver import Resolution, Unresolved, resolve
+
+log = logging.getLogger(__name__)
+LEASE = timedelta(seconds=60)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+async def record_inbound(msg: InboundMessage, *, school_id: int | None = None) -> tuple[InboundEvent, bool]:
+    """Store `msg` once; returns (the event, whether it is new). Commits before returning."""
+    try:
+        event = await InboundEvent.create(
+            channel=msg.channel.value, provider_id=msg.provider_id[:255], sender=msg.sender[:320],
+            payload=msg.raw, normalized=inbound_to_json(msg), school_id=school_id,
+        )
+        return event, True
+    except IntegrityError:
+        return await InboundEvent.get(provider_id=msg.provider_id[:255]), False
+
+
+def visible_text(msg: InboundMessage) -> str:
+    """Only the words the sender wrote: quoted history and signatures go (reply_text)."""
+    if msg.channel is ChannelKind.SMS:
+        return (msg.text or "").strip()
+    if msg.text is not None and msg.text.strip():
+        return extract_reply(msg.text)
+    return extract_reply_from_html(msg.html or "")
+
+
+class InboundProcessor:
+    def __init__(self, reply_domains: set[str], *, on_queued: Callable[[], None] | None = None) -> None:
+        self.reply_domains = {d.lower() for d in reply_domains}
+        self.on_queued = on_queued  # told when a reply queued deliveries (wakes the dispatcher)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def schedule(self, event_id: int) -> None:
+        """Process soon, in this process; a crash before that leaves it for `sweep`."""
+        task = asyncio.create_task(self._process_logged(event_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def wait_idle(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def _process_logged(self, event_id: int) -> None:
+        try:
+            await self.process(event_id)
+        except Exception:
+            log.exception("processing inbound event %s failed; the sweeper will retry it", event_id)
+
+    async def sweep(self, older_than: timedelta = timedelta(seconds=10)) -> int:
+        """Process events left in `received` (a crash, a restart). Returns how many were done."""
+        cutoff = utcnow() - older_than
+        ids = await InboundEvent.filter(outcome=InboundOutcome.RECEIVED, received_at__lte=cutoff).filter(
+            Q(claimed_until__isnull=True) | Q(claimed_until__lt=utcnow())).order_by("id").limit(500).values_list("id", flat=True)
+        done = 0
+        for event_id in ids:
+            done += await self.process(event_id)
+        return done
+
+    async def process(self, event_id: int) -> bool:
+        """Decide the outcome of one stored event; False if another worker holds it or it is done."""
+        now = utcnow()
+        claimable = Q(id=event_id, outcome=InboundOutcome.RECEIVED) & (
+            Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+        if not await InboundEvent.filter(claimable).update(claimed_until=now + LEASE):
+            return False
+        event = await InboundEvent.get(id=event_id)
+        msg = inbound_from_json(event.normalized or {}, raw=event.payload)
+        async with in_transaction():
+            outcome, reason = await self._decide(event, msg)
+            event.outcome, event.reason = outcome, (reason or "")[:500] or None
+            event.processed_at, event.claimed_until = utcnow(), None
+            await event.save(update_fields=["outcome", "reason", "processed_at", "claimed_until", "message_id",
+                                            "conversation_id", "school_id"])
+        log.info("inbound %s event %s from %s: %s%s", msg.channel.value, event.id, redact(msg.sender),
+                 outcome.value, f" ({reason})" if reason else "")
+        if outcome is InboundOutcome.ROUTED and self.on_queued is not None:
+            self.on_queued()
+        return True
+
+    async def sweep_forever(self, stop: asyncio.Event, interval: float = 15.0) -> None:
+        """The worker's safety net: process what a crashed web process stored but never routed."""
+        while not stop.is_set():
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("sweeping inbound events failed")
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _decide(self, event: InboundEvent, msg: InboundMessage) -> tuple[InboundOutcome, str | None]:
+        if msg.bounce is not None:
+            marked = await apply_bounce(msg.bounce)
+            return InboundOutcome.BOUNCE, f"{msg.bounce.status} {msg.bounce.action}: {marked} address(es) marked"
+        if msg.auto_reply:
+            return InboundOutcome.AUTO_REPLY, msg.auto_reply
+        if msg.channel is ChannelKind.EMAIL and msg.sender.rpartition("@")[2] in self.reply_domains:
+            return InboundOutcome.REJECTED, "loop: mail from our own reply domain"
+        resolution = await resolve(msg)
+        if isinstance(resolution, Unresolved):
+            event.school_id = event.school_id or await self._guess_school(msg)
+            return InboundOutcome.UNMATCHED, resolution.reason
+        text = visible_text(msg)
+        if not text:
+            event.conversation_id = resolution.conversation_id
+            event.school_id = (await Conversation.get(id=resolution.conversation_id)).school_id
+            return InboundOutcome.UNMATCHED, "no visible text (only quoted history or a signature)"
+        message = await post_inbound(resolution, msg, text)
+        event.message_id, event.conversation_id = message.id, resolution.conversation_id
+        event.school_id = (await Conversation.get(id=resolution.conversation_id)).school_id
+        return InboundOutcome.ROUTED, resolution.routed_by.value
+
+    async def _guess_school(self, msg: InboundMessage) -> int | None:
+        """Which school's triage list an unmatched item belongs on, if that can be told safely."""
+        if msg.channel is ChannelKind.SMS and msg.recipients:
+            school = await school_for_number(msg.recipients[0])
+            return school.id if school else None
+        kind = ContactKind.EMAIL
+        users = await ContactPoint.filter(kind=kind, address=msg.sender).values_list("user_id", flat=True)
+        schools = set(await Membership.filter(user_id__in=list(users)).values_list("school_id", flat=True))
+        return schools.pop() if len(schools) == 1 else None
+
+
+async def post_inbound(resolution: Resolution, msg: InboundMessage, text: str) -> Message:
+    """The reply becomes a Message; a closed conversation reopens; the staff are told."""
+    conversation = await Conversation.get(id=resolution.conversation_id)
+    reopened = conversation.state is ConversationState.CLOSED
+    conversation.state, conversation.last_message_at = ConversationState.OPEN, utcnow()
+    await conversation.save(update_fields=["state", "last_message_at"])
+    message = await Message.create(
+        conversation=conversation, author_id=resolution.user_id, body=text, original=msg.raw,
+        origin=Origin.SMS if msg.channel is ChannelKind.SMS else Origin.EMAIL, direction=Direction.INBOUND,
+        routed_by=resolution.routed_by, sender_unverified=resolution.sender_unverified,
+    )
+    if resolution.user_id is not None:
+        # Staff replies go back over the channel the guardian last used (DESIGN section 5).
+        await Participant.filter(conversation=conversation, user_id=resolution.user_id).update(
+            last_channel=msg.channel.value)
+    await forward_reply(conversation, message, reopened=reopened)
+    return message
+
+
+async def attach_to_conversation(event: InboundEvent, conversation: Conversation) -> Message:
+    """Triage: staff put an unmatched item into a conversation of their school."""
+    msg = inbound_from_json(event.normalized or {}, raw=event.payload)
+    kind = ContactKind.PHONE if msg.channel is ChannelKind.SMS else ContactKind.EMAIL
+    holders = await ContactPoint.filter(kind=kind, address=msg.sender).values_list("user_id", flat=True)
+    author = await Participant.filter(conversation=conversation, user_id__in=list(holders)).first()
+    resolution = Resolution(conversation.id, author.user_id if author else None, RoutedBy.TRIAGE,
+                            sender_unverified=author is None)
+    async with in_transaction():
+        message = await post_inbound(resolution, msg, visible_text(msg) or (msg.text or "").strip() or "(no text)")
+        await InboundEvent.filter(id=event.id).update(
+            outcome=InboundOutcome.ROUTED, reason="attached by staff", message_id=message.id,
+            conversation_id=conversation.id, processed_at=utcnow())
+    return message
