@@ -40,7 +40,15 @@ from twilio.rest import Client  # noqa: E402
 from gateway.channels.email_smtp import SmtpEmailChannel  # noqa: E402
 from gateway.channels.twilio_sms import TwilioSmsChannel  # noqa: E402
 from gateway.db import open_database  # noqa: E402
-from gateway.directory.models import ChannelPreference, ContactKind, ContactPoint, Membership, Role, School, User  # noqa: E402
+from gateway.directory.models import (  # noqa: E402
+    ChannelPreference,
+    ContactKind,
+    ContactPoint,
+    Membership,
+    Role,
+    School,
+    User,
+)
 from gateway.settings import TwilioSettings, load_settings  # noqa: E402
 from gateway.threads.compose import RecipientSpec, send_communication  # noqa: E402
 from gateway.threads.dispatcher import Dispatcher  # noqa: E402

@@ -83,7 +83,11 @@ def _database_problem(exc: BaseException) -> str | None:
     """A one-line description when `exc` means the configured database cannot be opened."""
     import socket
 
-    from tortoise.exceptions import ConfigurationError, DBConnectionError, OperationalError
+    from tortoise.exceptions import (
+        ConfigurationError,
+        DBConnectionError,
+        OperationalError,
+    )
 
     # Not every OSError: `serve` on a port in use is not a database problem.
     reaching = (ConnectionError, socket.gaierror, TimeoutError)
@@ -139,7 +143,13 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_create_api_key(settings: Settings, args: argparse.Namespace) -> int:
     from gateway.db import open_database
-    from gateway.directory.schools import InvalidKeyName, InvalidSlug, check_key_name, check_slug, create_api_key
+    from gateway.directory.schools import (
+        InvalidKeyName,
+        InvalidSlug,
+        check_key_name,
+        check_slug,
+        create_api_key,
+    )
 
     try:  # before touching the database
         check_slug(args.slug)

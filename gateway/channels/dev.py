@@ -7,7 +7,13 @@ from __future__ import annotations
 
 import uuid
 
-from gateway.channels.base import ChannelKind, OutboundEmail, OutboundItem, OutboundSms, SendResult
+from gateway.channels.base import (
+    ChannelKind,
+    OutboundEmail,
+    OutboundItem,
+    OutboundSms,
+    SendResult,
+)
 from gateway.channels.models import DevOutboxItem
 from gateway.channels.sms_segments import count_segments
 

@@ -73,7 +73,7 @@ class PgAdvisoryLock:
             if self._conn is not None and not self._conn.is_closed():
                 try:
                     await asyncio.wait_for(self._conn.close(), 5)
-                except (OSError, asyncio.TimeoutError, asyncpg.PostgresError):
+                except (TimeoutError, OSError, asyncpg.PostgresError):
                     self._conn.terminate()
         finally:
             self._conn = None

@@ -12,7 +12,16 @@ from datetime import datetime, timezone
 from tortoise.transactions import in_transaction
 
 from gateway.channels.base import DeliveryStatus
-from gateway.directory.models import ChannelPreference, ContactPoint, Membership, Role, School, SectionMember, Section, User
+from gateway.directory.models import (
+    ChannelPreference,
+    ContactPoint,
+    Membership,
+    Role,
+    School,
+    Section,
+    SectionMember,
+    User,
+)
 from gateway.errors import InvalidInput, NotFound
 from gateway.threads.addresses import hash_token, new_salt, reply_token
 from gateway.threads.channel_choice import Contact, Route, choose_routes

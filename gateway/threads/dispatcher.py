@@ -37,9 +37,9 @@ from gateway.channels.base import (
     TransientSendError,
 )
 from gateway.db import dialect
-from gateway.metrics import SEND_SECONDS
 from gateway.directory.contacts import redact
 from gateway.directory.models import ContactPoint, School, User
+from gateway.metrics import SEND_SECONDS
 from gateway.settings import Settings
 from gateway.threads.addresses import reply_token
 from gateway.threads.channel_choice import Contact

@@ -17,7 +17,12 @@ from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
-from gateway.channels.base import ChannelKind, InboundMessage, inbound_from_json, inbound_to_json
+from gateway.channels.base import (
+    ChannelKind,
+    InboundMessage,
+    inbound_from_json,
+    inbound_to_json,
+)
 from gateway.directory.contacts import redact
 from gateway.directory.models import ContactKind, ContactPoint, Membership
 from gateway.threads.bounces import apply_bounce

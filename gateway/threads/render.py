@@ -15,7 +15,11 @@ from markupsafe import Markup, escape
 from gateway.channels.base import OutboundEmail, OutboundItem, OutboundSms
 from gateway.i18n import babel_locale, current_translations, translations_for
 from gateway.settings import Settings
-from gateway.threads.addresses import delivery_message_id, reply_address, token_reference
+from gateway.threads.addresses import (
+    delivery_message_id,
+    reply_address,
+    token_reference,
+)
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 

@@ -26,7 +26,15 @@ from dataclasses import dataclass
 from gateway.channels.base import ChannelKind, InboundMessage
 from gateway.directory.models import ContactKind, ContactPoint
 from gateway.threads.addresses import find_tokens, hash_token
-from gateway.threads.models import Conversation, ConversationState, Delivery, Participant, ReplyToken, RoutedBy, SmsRoute
+from gateway.threads.models import (
+    Conversation,
+    ConversationState,
+    Delivery,
+    Participant,
+    ReplyToken,
+    RoutedBy,
+    SmsRoute,
+)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,14 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from gateway.directory.contacts import InvalidAddress, normalize_phone
-from gateway.directory.models import AuditLog, ContactPoint, Membership, Relationship, School, SectionMember
+from gateway.directory.models import (
+    AuditLog,
+    ContactPoint,
+    Membership,
+    Relationship,
+    School,
+    SectionMember,
+)
 from gateway.directory.schools import authenticate_api_key
 from gateway.directory.users import RowError, normalize_locale, upsert_users
 from gateway.errors import Conflict, GatewayError, InvalidInput, NotFound

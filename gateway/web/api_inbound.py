@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.channels.base import inbound_from_json
 from gateway.errors import Conflict, InvalidInput, NotFound
@@ -12,13 +11,9 @@ from gateway.threads.inbound import attach_to_conversation, visible_text
 from gateway.threads.models import Conversation, InboundEvent, InboundOutcome
 from gateway.web import keys
 from gateway.web.api import read_json
+from gateway.web.schemas import AttachIn
 
 PAGE = 100
-
-
-class AttachIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    conversation_id: int = Field(gt=0)
 
 
 def event_json(event: InboundEvent) -> dict[str, Any]:

@@ -6,7 +6,13 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
-from gateway.web.schemas import CommunicationIn, ReplyIn, SchoolPatch, UsersPut
+from gateway.web.schemas import (
+    AttachIn,
+    CommunicationIn,
+    ReplyIn,
+    SchoolPatch,
+    UsersPut,
+)
 
 ERROR = {
     "type": "object",
@@ -34,9 +40,22 @@ def _op(summary: str, *, body: type[BaseModel] | None = None, ok: int = 200, par
     return op
 
 
+def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
+
+
 def build_openapi() -> dict[str, Any]:
+    # Imported here: api_inbound imports gateway.web.api, which imports this module.
+    from gateway.threads.models import InboundOutcome
+
+    inbound = _op("Inbound items for triage, newest first, 100 a page")
+    inbound["parameters"] = [
+        _query("outcome", "only items with this outcome", {"type": "string", "enum": [o.value for o in InboundOutcome]}),
+        _query("before", "only items older than this id (the next_before of the previous page)",
+               {"type": "string", "pattern": "^[0-9]+$"}),
+    ]
     schemas: dict[str, Any] = {"Error": ERROR}
-    for model in (SchoolPatch, UsersPut, CommunicationIn, ReplyIn):
+    for model in (SchoolPatch, UsersPut, CommunicationIn, ReplyIn, AttachIn):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
@@ -56,6 +75,9 @@ def build_openapi() -> dict[str, Any]:
             "/communications": {"post": _op("Send a conversation, announcement or newsletter", body=CommunicationIn, ok=201)},
             "/conversations/{id}": {"get": _op("A conversation with its messages and deliveries", params=["id"])},
             "/conversations/{id}/messages": {"post": _op("A staff reply in a conversation", body=ReplyIn, ok=201, params=["id"])},
+            "/inbound": {"get": inbound},
+            "/inbound/{id}/attach": {"post": _op("Put an unmatched inbound item into a conversation", body=AttachIn,
+                                                 ok=201, params=["id"])},
         },
     }
 

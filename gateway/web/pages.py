@@ -10,11 +10,11 @@ from tortoise import connections
 
 from gateway.channels.base import DeliveryStatus
 from gateway.channels.models import DevOutboxItem
-from gateway.metrics import OUTBOX_DEPTH
+from gateway.directory.models import School, User
 from gateway.i18n import best_locale, current_translations, translations_for
+from gateway.metrics import OUTBOX_DEPTH
 from gateway.threads.addresses import TOKEN_RE, hash_token
 from gateway.threads.models import Delivery, Message, ReplyToken
-from gateway.directory.models import School, User
 from gateway.web import keys
 
 

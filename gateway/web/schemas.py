@@ -6,7 +6,14 @@ import re
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from gateway.directory.models import Role
 from gateway.directory.users import UserIn
@@ -90,3 +97,7 @@ class CommunicationIn(Strict):
 class ReplyIn(Strict):
     sender: ExternalId
     body: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+
+
+class AttachIn(Strict):
+    conversation_id: int = Field(gt=0, description="a conversation of this school")

@@ -15,9 +15,18 @@ from multidict import MultiDict
 from tortoise.exceptions import IntegrityError
 from twilio.twiml.messaging_response import MessagingResponse
 
-from gateway.channels.twilio_sms import is_valid_signature, parse_inbound_sms, parse_status_callback
+from gateway.channels.twilio_sms import (
+    is_valid_signature,
+    parse_inbound_sms,
+    parse_status_callback,
+)
 from gateway.threads.inbound import record_inbound
-from gateway.threads.keywords import Keyword, apply_keyword, keyword_for, school_for_number
+from gateway.threads.keywords import (
+    Keyword,
+    apply_keyword,
+    keyword_for,
+    school_for_number,
+)
 from gateway.threads.models import InboundEvent, InboundOutcome
 from gateway.threads.status import apply_status_update
 from gateway.web import keys
@@ -130,7 +139,9 @@ async def inbound_email(request: web.Request) -> web.Response:
         reason = "the inbound e-mail webhook is not configured" if not secret else "bad or missing bearer secret"
         await store_rejected("email", raw[:REJECTED_PAYLOAD_LIMIT].decode("utf-8", errors="replace"), reason)
         return error_response(401, "unauthorized", reason)
-    from gateway.channels.email_parse import parse_inbound_email  # TEMP until the parser lands
+    from gateway.channels.email_parse import (
+        parse_inbound_email,  # TEMP until the parser lands
+    )
 
     msg = parse_inbound_email(raw, max_bytes=limit, received_via="webhook")
     if oversized:

@@ -1,12 +1,20 @@
-"""decode_bodies: the text/plain and text/html bodies of an inbound RFC 5322 message."""
+"""Inbound e-mail at the edge.
+
+decode_bodies: the text/plain and text/html bodies of an inbound RFC 5322 message.
+parse_inbound_email: one raw message as our InboundMessage (addresses, ids, auto-reply, bounce).
+"""
 from __future__ import annotations
 
 import base64
+import dataclasses
+import hashlib
 import quopri
+from pathlib import Path
 
 import pytest
 
-from gateway.channels.email_parse import decode_bodies
+from gateway.channels.base import Bounce, ChannelKind, InboundMessage
+from gateway.channels.email_parse import decode_bodies, parse_inbound_email
 
 HEAD = b"From: Parent <parent@example.com>\r\nTo: office@school.example\r\nSubject: Re: Trip\r\n"
 

@@ -37,7 +37,7 @@ import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aioimaplib
 import pytest
@@ -220,7 +220,8 @@ def start_dovecot(users: dict[str, str] | None = None) -> DovecotServer:
 @pytest.fixture(scope="session")
 def dovecot() -> Iterator[DovecotServer | UnavailableService]:
     """The session's Dovecot, or the reason it is missing (tests call `require(dovecot)`)."""
-    from tests.conftest import UnavailableService  # here, so benchmarks can import this module alone
+    # Imported here, not at the top, so that benchmarks can use this module without the app.
+    from tests.conftest import UnavailableService
 
     missing = dovecot_unavailable()
     if missing:
@@ -265,10 +266,11 @@ def make_reply(i: int, *, domain: str = "family.example", size: int = 0) -> byte
 class CuttingProxy:
     """A TCP proxy in front of Dovecot that can kill its connections in the middle of a response.
 
-    `cut_after(n, trigger=b" FETCH (")` arms a one-shot cut: once the server's bytes on some
-    connection contain `trigger`, only `n` more bytes are passed on, then both sides are aborted
-    (the client sees the socket close in the middle of, say, a FETCH literal). `cut_all()` aborts every
-    connection now. The proxy keeps listening, so a reconnect works.
+    `cut_after(n, trigger=b" BODY[] {", skip=0)` queues a one-shot cut: at the (skip+1)-th time the
+    server's bytes contain `trigger` (counted across connections from the moment the cut is armed),
+    only `n` more bytes are passed on, then both sides are aborted: the client sees its socket close
+    in the middle of, say, a FETCH literal. Queued cuts arm one after the other. `cut_all()` aborts
+    every connection now. The proxy keeps listening, so a reconnect works.
     """
 
     def __init__(self, target_host: str, target_port: int) -> None:
@@ -279,7 +281,7 @@ class CuttingProxy:
         self.cuts = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
-        self._armed: tuple[int, bytes] | None = None
+        self._queued: list[list[Any]] = []  # [skip, n, trigger], the first one is armed
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._handle, self.host, 0)
@@ -288,8 +290,8 @@ class CuttingProxy:
     def settings_for(self, mailbox: Mailbox) -> ImapSettings:
         return ImapSettings(self.host, self.port, mailbox.user, mailbox.password)
 
-    def cut_after(self, n: int, trigger: bytes = b" FETCH (") -> None:
-        self._armed = (n, trigger)
+    def cut_after(self, n: int, trigger: bytes = b" BODY[] {", skip: int = 0) -> None:
+        self._queued.append([skip, n, trigger])
 
     def cut_all(self) -> None:
         self.cuts += 1
@@ -299,7 +301,8 @@ class CuttingProxy:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
-        self.cut_all()
+        for writer in list(self._writers):
+            writer.transport.abort()
         if self._server is not None:
             await self._server.wait_closed()
 
@@ -322,17 +325,31 @@ class CuttingProxy:
                 self._writers.discard(writer)
                 writer.transport.abort()
 
+    def _cut_position(self, tail: bytes, data: bytes) -> int | None:
+        """Where in `data` the armed cut falls, if its trigger shows up in it."""
+        if not self._queued:
+            return None
+        armed = self._queued[0]
+        skip, n, trigger = armed
+        buffer = tail + data  # tail is shorter than trigger: a match here was never counted before
+        at = buffer.find(trigger)
+        while at >= 0:
+            if skip == 0:
+                self._queued.pop(0)
+                return max(0, at + len(trigger) - len(tail)) + n
+            skip -= 1
+            at = buffer.find(trigger, at + 1)
+        armed[0] = skip
+        return None
+
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, watch: bool) -> None:
-        remaining: int | None = None  # bytes still to pass before the armed cut
+        remaining: int | None = None  # bytes still to pass before the cut
         tail = b""
         while data := await reader.read(65536):
-            if watch and remaining is None and self._armed is not None:
-                n, trigger = self._armed
-                at = (tail + data).find(trigger)
-                if at >= 0:
-                    self._armed = None
-                    remaining = max(0, at - len(tail) + len(trigger)) + n  # counted from data[0]
-                tail = (tail + data)[-len(trigger):]
+            if watch and remaining is None:
+                remaining = self._cut_position(tail, data)
+                keep = len(self._queued[0][2]) - 1 if self._queued else 0
+                tail = (tail + data)[-keep:] if keep else b""
             if remaining is not None:
                 writer.write(data[:remaining])
                 await writer.drain()
