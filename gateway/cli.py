@@ -120,22 +120,23 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
-    from gateway.app import open_channels
-    from gateway.db import open_database
-    from gateway.threads.dispatcher import Dispatcher
+    """The app's stateful parts (database, channels, dispatcher, inbound sweeper, mail reader)
+    started exactly as `serve` starts them, with no web listener."""
+    from aiohttp import web
+
+    from gateway.app import create_app
 
     async def work() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with open_database(settings.database_url):
-            channels = await open_channels(settings)
-            try:
-                await Dispatcher(settings, channels).run(stop)
-            finally:
-                for channel in channels.values():
-                    await channel.close()
+        runner = web.AppRunner(create_app(settings, run_worker=True))
+        await runner.setup()
+        try:
+            await stop.wait()
+        finally:
+            await runner.cleanup()
         return 0
 
     return asyncio.run(work())

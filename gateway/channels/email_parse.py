@@ -800,32 +800,37 @@ def _status_blocks(part: Message) -> list[dict[str, str]]:
     """The field blocks of a message/delivery-status part (RFC 3464 §2.1), field names lower-cased."""
     payload = part.get_payload()
     encoding = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
-    if isinstance(payload, list) and encoding not in ("base64", "quoted-printable"):
+    if isinstance(payload, list) and encoding not in ("base64", "quoted-printable") \
+            and _content_type(part) == "message/delivery-status":
         blocks = []
-        for sub in payload:
+        for sub in payload:          # the parser split message/delivery-status into its blocks
             if isinstance(sub, Message):
                 block: dict[str, str] = {}
                 for name, value in sub.raw_items():
                     block.setdefault(name.strip().lower(), _fix_surrogates(_FOLD.sub("", str(value))))
                 blocks.append(block)
         return blocks
-    # Not parsed into blocks (transfer-encoded, or labelled as something else): parse the text.
-    text = _decoded_text(part) if not isinstance(payload, list) else \
-        decode_charset(_encoded_payload(part), None)
-    return _parse_blocks(text)
+    if isinstance(payload, list):
+        # Parsed as something it is not: blocks of base64 text, or (message/global-delivery-status)
+        # an encapsulated message. Put the text back together, undo the transfer encoding, parse.
+        octets = "\n\n".join(_rejoin(sub) for sub in payload if isinstance(sub, Message)) \
+            .encode("utf-8", "surrogateescape")
+        try:
+            if encoding == "base64":
+                octets = binascii.a2b_base64(re.sub(rb"[^A-Za-z0-9+/=]", b"", octets))
+            elif encoding == "quoted-printable":
+                octets = binascii.a2b_qp(octets)
+        except (binascii.Error, ValueError):
+            pass
+        return _parse_blocks(decode_charset(octets, None))
+    return _parse_blocks(_decoded_text(part))
 
 
-def _encoded_payload(part: Message) -> bytes:
-    """A transfer-encoded message/delivery-status the parser split into blocks: re-join and decode."""
-    raw = "\n\n".join(sub.as_string() for sub in part.get_payload() if isinstance(sub, Message))
-    encoding = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
-    data = raw.encode("ascii", "surrogateescape")
-    try:
-        if encoding == "base64":
-            return binascii.a2b_base64(re.sub(rb"[^A-Za-z0-9+/=]", b"", data))
-        return binascii.a2b_qp(data)
-    except (binascii.Error, ValueError):
-        return data
+def _rejoin(sub: Message) -> str:
+    """A parsed sub-message's text as it came: its header lines, a blank line, its body."""
+    head = "\n".join(f"{name}: {value}" for name, value in sub.raw_items())
+    body = sub.get_payload()
+    return head + "\n\n" + (body if isinstance(body, str) else "")
 
 
 def _parse_blocks(text: str) -> list[dict[str, str]]:
