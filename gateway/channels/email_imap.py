@@ -120,7 +120,7 @@ class ImapReader:
                 self._healthy = False
                 try:
                     await self._session(lock, stop, forever=True)
-                except Exception as exc:
+                except Exception as exc:  # a reader must outlive any one failure; cancellation still ends it
                     failures = 1 if self._healthy else failures + 1
                     # Exponential backoff with jitter: reconnecting readers do not stampede the server.
                     delay = min(self.backoff_max, 0.5 * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)

@@ -289,7 +289,7 @@ def _parse_inbound(data: bytes, max_bytes: int, received_via: str, problems: lis
     if not body.strip():
         problems.append("empty message")
     stripped = body.lstrip(b"\r\n")
-    if stripped is not body and len(stripped) != len(body) and _HEADER_START.match(stripped):
+    if len(stripped) != len(body) and _HEADER_START.match(stripped):
         problems.append("blank lines before the header")
         body = stripped
 
@@ -377,7 +377,8 @@ def _header_map(msg: Message | None) -> dict[str, list[str]]:
 
 
 def _report_defects(msg: Message | None, problems: list[str]) -> None:
-    """The MIME structure defects the parser recorded (not header syntax: that is reported per field)."""
+    """The MIME structure defects the parser recorded, in this message's own parts (not in an
+    attached message; header syntax is reported per field)."""
     if msg is None:
         return
     seen: list[str] = []
@@ -388,7 +389,7 @@ def _report_defects(msg: Message | None, problems: list[str]) -> None:
             name = type(defect).__name__
             if name not in seen:
                 seen.append(name)
-        if depth < _MAX_DEPTH and part.is_multipart():
+        if depth < _MAX_DEPTH and part.is_multipart() and not (depth and _content_type(part).startswith("message/")):
             payload = part.get_payload()
             if isinstance(payload, list):
                 stack.extend((sub, depth + 1) for sub in reversed(payload) if isinstance(sub, Message))
@@ -545,7 +546,7 @@ _SIMPLE_MAILBOX = re.compile(
     rf"""\s*(?:
         (?P<bare>{_ADDR})
       | (?:"(?P<quoted>(?:[^"\\\r\n]|\\.)*)"|(?P<plain>[^"(),:;<>@\[\]\\\r\n]*?))\s*<(?P<angle>{_ADDR})>
-    )\s*""", re.X)
+    )\s*""", re.VERBOSE)
 
 
 def _mailboxes(value: str, name: str, problems: list[str]) -> list[tuple[str, str]]:
@@ -690,7 +691,7 @@ _DSN_TYPES = ("message/delivery-status", "message/global-delivery-status")   # R
 _RETURNED_MESSAGE = ("message/rfc822", "message/global")
 _RETURNED_HEADERS = ("text/rfc822-headers", "message/global-headers")        # RFC 6522, RFC 6533
 _HEADER_MESSAGE_ID = re.compile(rf"^Message-ID:[ \t]*(?:\r?\n[ \t]+)?(<{_MSG_ID_CHARS}@{_MSG_ID_CHARS}>)",
-                                re.I | re.M)
+                                re.IGNORECASE | re.MULTILINE)
 
 
 def _bounce(msg: Message, headers: dict[str, list[str]],
@@ -829,8 +830,12 @@ def _status_blocks(part: Message) -> list[dict[str, str]]:
 def _rejoin(sub: Message) -> str:
     """A parsed sub-message's text as it came: its header lines, a blank line, its body."""
     head = "\n".join(f"{name}: {value}" for name, value in sub.raw_items())
-    body = sub.get_payload()
-    return head + "\n\n" + (body if isinstance(body, str) else "")
+    try:
+        body = sub.get_payload(decode=True)    # the bytes as received (not "?"-replaced 8-bit text)
+    except Exception:  # noqa: BLE001
+        body = None
+    text = body.decode("utf-8", "surrogateescape") if isinstance(body, bytes) else ""
+    return head + "\n\n" + text
 
 
 def _parse_blocks(text: str) -> list[dict[str, str]]:
@@ -895,10 +900,10 @@ def _first_message_id(text: str) -> str | None:
 # only when the text opens with qmail's own greeting AND the message comes from the mail system
 # (a mailer-daemon/postmaster From, or a null Return-Path): a parent forwarding or quoting a qmail
 # bounce has their own words first and their own address in From.
-_QMAIL_GREETING = re.compile(r"\A\s*Hi\. This is the qmail-send program at [^\n]*\n", re.I)
+_QMAIL_GREETING = re.compile(r"\A\s*Hi\. This is the qmail-send program at [^\n]*\n", re.IGNORECASE)
 _QMAIL_COPY = re.compile(r"^--- (?:Below this line is a copy of the message|"
-                         r"Below this line is the original bounce)\.?\s*$", re.M)
-_QMAIL_RECIPIENT = re.compile(rf"^<({_ADDR})>:[ \t]*$", re.M)
+                         r"Below this line is the original bounce)\.?\s*$", re.MULTILINE)
+_QMAIL_RECIPIENT = re.compile(rf"^<({_ADDR})>:[ \t]*$", re.MULTILINE)
 
 
 def _qmail_bounce(text: str, sender: str, headers: dict[str, list[str]]) -> Bounce | None:
@@ -1029,7 +1034,7 @@ _TITLES_EXTRA = {"list-id": "List-Id", "x-autoreply-from": "X-AutoReply-From",
 def _null_return_path(headers: dict[str, list[str]]) -> bool:
     # The topmost Return-Path is the final delivery's. "<<>>" is an IIS SMTP quirk.
     for value in headers.get("return-path", ())[:1]:
-        return re.sub(r"\s+", "", value) in ("<>", "<<>>", "")
+        return re.sub(r"\s+", "", value) in ("<>", "<<>>")   # an empty field proves nothing
     return False
 
 

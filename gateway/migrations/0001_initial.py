@@ -290,6 +290,7 @@ class Migration(migrations.Migration):
                 ('phone', fields.CharField(max_length=20)),
                 ('our_number', fields.CharField(max_length=40)),
                 ('conversation', fields.ForeignKeyField('models.Conversation', source_field='conversation_id', db_constraint=True, to_field='id', related_name='sms_routes', on_delete=OnDelete.CASCADE)),
+                ('user', fields.ForeignKeyField('models.User', source_field='user_id', null=True, db_constraint=True, to_field='id', related_name='sms_routes', on_delete=OnDelete.CASCADE)),
                 ('last_used_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
             ],
             options={'table': 'sms_route', 'app': 'models', 'unique_together': (('phone', 'our_number'),), 'pk_attr': 'id', 'table_description': '(their phone, our number) → the conversation a reply on that pair belongs to (DESIGN 4).'},

@@ -233,8 +233,9 @@ def routes_for(kind: str, person: Recipient, last_channel: str | None, school: S
 async def write_deliveries(
     school: School, plans: list[tuple[Conversation, Message, Recipient, list[Route]]], *, urgent: bool, now: datetime
 ) -> list[Delivery]:
-    sms_pairs = [(r.address, c.id) for c, _, _, routes in plans for r in routes if r.channel == "sms" and r.address]
-    senders = await assign_sms_senders(school.id, list(school.sms_numbers), sms_pairs, now)
+    sms_targets = [(r.address, c.id, person.user_id) for c, _, person, routes in plans
+                   for r in routes if r.channel == "sms" and r.address]
+    senders = await assign_sms_senders(school.id, list(school.sms_numbers), sms_targets, now)
     quiet_end = None if urgent else quiet_until(now, school.timezone, school.quiet_hours_start, school.quiet_hours_end)
     rows: list[Delivery] = []
     for conversation, message, person, routes in plans:

@@ -27,8 +27,8 @@ async def fall_back(failed: Delivery, now: datetime) -> Delivery | None:
     if other == "sms":
         message = await Message.get(id=failed.message_id).select_related("conversation__school")
         school = message.conversation.school
-        pair = (address, message.conversation_id)
-        sender = (await assign_sms_senders(school.id, list(school.sms_numbers), [pair], now)).get(pair)
+        target = (address, message.conversation_id, failed.recipient_id)
+        sender = (await assign_sms_senders(school.id, list(school.sms_numbers), [target], now)).get(target[:2])
         if sender is None:
             return None  # the school has no number to text from
     return await Delivery.create(message_id=failed.message_id, recipient_id=failed.recipient_id, channel=other,

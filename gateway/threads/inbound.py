@@ -72,26 +72,38 @@ def visible_text(msg: InboundMessage) -> str:
 
 
 class InboundProcessor:
+    """Routes stored events in the background, one at a time per process.
+
+    One consumer, not a task per event: with SQLite every query goes through one connection, and
+    hundreds of concurrent routing transactions would starve the webhooks that store new items.
+    Workers on PostgreSQL scale out by running more processes (events are claimed with a lease).
+    """
+
     def __init__(self, reply_domains: set[str], *, on_queued: Callable[[], None] | None = None) -> None:
         self.reply_domains = {d.lower() for d in reply_domains}
         self.on_queued = on_queued  # told when a reply queued deliveries (wakes the dispatcher)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._queue: asyncio.Queue[int] = asyncio.Queue()
+        self._consumer: asyncio.Task[None] | None = None
 
     def schedule(self, event_id: int) -> None:
         """Process soon, in this process; a crash before that leaves it for `sweep`."""
-        task = asyncio.create_task(self._process_logged(event_id))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._queue.put_nowait(event_id)
+        if self._consumer is None or self._consumer.done():
+            self._consumer = asyncio.create_task(self._consume(), name="inbound-processor")
 
     async def wait_idle(self) -> None:
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        """Return when everything scheduled so far is processed (tests, shutdown)."""
+        await self._queue.join()
 
-    async def _process_logged(self, event_id: int) -> None:
-        try:
-            await self.process(event_id)
-        except Exception:
-            log.exception("processing inbound event %s failed; the sweeper will retry it", event_id)
+    async def _consume(self) -> None:
+        while not self._queue.empty():
+            event_id = self._queue.get_nowait()
+            try:
+                await self.process(event_id)
+            except Exception:
+                log.exception("processing inbound event %s failed; the sweeper will retry it", event_id)
+            finally:
+                self._queue.task_done()
 
     async def sweep(self, older_than: timedelta = timedelta(seconds=10)) -> int:
         """Process events left in `received` (a crash, a restart). Returns how many were done."""
@@ -155,7 +167,7 @@ class InboundProcessor:
             return InboundOutcome.UNMATCHED, "no visible text (only quoted history or a signature)"
         message = await post_inbound(resolution, msg, text)
         event.message_id, event.conversation_id = message.id, resolution.conversation_id
-        event.school_id = (await Conversation.get(id=resolution.conversation_id)).school_id
+        event.school_id = message.conversation.school_id
         return InboundOutcome.ROUTED, resolution.routed_by.value
 
     async def _guess_school(self, msg: InboundMessage) -> int | None:

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import enum
 import re
+import time
 from datetime import datetime, timezone
+
+from tortoise import connections
 
 from gateway.directory.models import ContactKind, ContactPoint, School, User
 from gateway.i18n import translations_for
@@ -61,12 +64,25 @@ def _points(phone: str, school: School | None):  # type: ignore[no-untyped-def]
     return points
 
 
+_NUMBERS: dict[str, School] = {}
+_NUMBERS_READ: tuple[int, float] = (0, 0.0)  # (which database client, when)
+NUMBERS_TTL = 5.0  # seconds a change of a school's numbers takes to reach the webhooks
+
+
 async def school_for_number(number: str) -> School | None:
-    """The school that owns our number (numbers are not shared between schools)."""
-    for school in await School.all():
-        if number in (school.sms_numbers or []):
-            return school
-    return None
+    """The school that owns our number (a number belongs to one school; PATCH /school checks).
+
+    Every inbound text asks this, so the number → school map is kept for a few seconds instead of
+    reading every school per request. The School rows it returns are only read, never saved.
+    """
+    global _NUMBERS_READ
+    database = id(connections.get("default"))
+    if _NUMBERS_READ[0] != database or time.monotonic() - _NUMBERS_READ[1] > NUMBERS_TTL:
+        schools = await School.all()
+        _NUMBERS.clear()
+        _NUMBERS.update({n: school for school in schools for n in school.sms_numbers or []})
+        _NUMBERS_READ = (database, time.monotonic())
+    return _NUMBERS.get(number)
 
 
 async def apply_keyword(keyword: Keyword, phone: str, school: School | None) -> tuple[str, int]:

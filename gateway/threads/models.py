@@ -146,6 +146,7 @@ class SmsRoute(Model):
     phone = fields.CharField(max_length=20)
     our_number = fields.CharField(max_length=40)
     conversation = fields.ForeignKeyField("models.Conversation", related_name="sms_routes")
+    user = fields.ForeignKeyField("models.User", related_name="sms_routes", null=True)  # who we texted
     last_used_at = fields.DatetimeField()
 
     class Meta:

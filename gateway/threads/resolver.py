@@ -121,7 +121,8 @@ async def resolve_sms(msg: InboundMessage) -> Resolution | Unresolved:
     phone, ours = msg.sender, msg.recipients[0] if msg.recipients else ""
     route = await SmsRoute.get_or_none(phone=phone, our_number=ours)
     if route is not None:
-        return Resolution(route.conversation_id, await _texted_person(route.conversation_id, phone), RoutedBy.SMS_POOL)
+        user_id = route.user_id or await _texted_person(route.conversation_id, phone)
+        return Resolution(route.conversation_id, user_id, RoutedBy.SMS_POOL)
     last = await Delivery.filter(channel="sms", address=phone).order_by("-id").select_related("message").first()
     if last is not None:
         return Resolution(last.message.conversation_id, last.recipient_id, RoutedBy.SENDER_FALLBACK)

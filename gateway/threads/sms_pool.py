@@ -27,13 +27,15 @@ class _Route:
 
 
 async def assign_sms_senders(
-    school_id: int, pool: list[str], pairs: Iterable[tuple[str, int]], now: datetime
+    school_id: int, pool: list[str], targets: Iterable[tuple[str, int, int]], now: datetime
 ) -> dict[tuple[str, int], str]:
-    """Pick our number for each (phone, conversation_id) and record the routes; call in a transaction."""
-    pairs = list(dict.fromkeys(pairs))
-    if not pool or not pairs:
+    """Pick our number for each (phone, conversation_id, user_id) and record the routes (with the
+    person texted, so a reply is credited without another lookup); call in a transaction.
+    Returns {(phone, conversation_id): our number}."""
+    targets = list({(phone, cid): (phone, cid, uid) for phone, cid, uid in targets}.values())
+    if not pool or not targets:
         return {}
-    phones = list({phone for phone, _ in pairs})
+    phones = list({phone for phone, _, _ in targets})
     routes: dict[str, dict[str, _Route]] = {}
     rows = await SmsRoute.filter(school_id=school_id, phone__in=phones, our_number__in=pool).values(
         "id", "phone", "our_number", "conversation_id", "last_used_at", "conversation__state"
@@ -45,9 +47,9 @@ async def assign_sms_senders(
         )
 
     chosen: dict[tuple[str, int], str] = {}
-    touched: dict[int, list[int]] = {}          # conversation id -> existing route ids to point at it
+    touched: dict[tuple[int, int], list[int]] = {}  # (conversation, user) -> existing route ids to point there
     created: list[SmsRoute] = []
-    for phone, conversation_id in pairs:
+    for phone, conversation_id, user_id in targets:
         mine = routes.setdefault(phone, {})
         route = next((r for r in mine.values() if r.conversation_id == conversation_id), None)
         if route is None:
@@ -58,16 +60,16 @@ async def assign_sms_senders(
                 route = mine[number] = _Route(None, number, conversation_id, True, now)
                 created.append(SmsRoute(
                     school_id=school_id, phone=phone, our_number=number,
-                    conversation_id=conversation_id, last_used_at=now,
+                    conversation_id=conversation_id, user_id=user_id, last_used_at=now,
                 ))
             route.conversation_id, route.open = conversation_id, True
         route.last_used_at = now
         if route.id is not None:
-            touched.setdefault(conversation_id, []).append(route.id)
+            touched.setdefault((conversation_id, user_id), []).append(route.id)
         chosen[(phone, conversation_id)] = route.number
 
-    for conversation_id, ids in touched.items():
-        await SmsRoute.filter(id__in=ids).update(conversation_id=conversation_id, last_used_at=now)
+    for (conversation_id, user_id), ids in touched.items():
+        await SmsRoute.filter(id__in=ids).update(conversation_id=conversation_id, user_id=user_id, last_used_at=now)
     if created:
         await SmsRoute.bulk_create(created, batch_size=1000)
     return chosen

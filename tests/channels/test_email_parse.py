@@ -552,6 +552,7 @@ class TestAutoReplies:
         ("List-Unsubscribe: <mailto:leave@lists.example.org>", "mailing list: List-Unsubscribe"),
         ("Return-Path: <>", "null sender: Return-Path <>"),                            # RFC 5321 §4.5.5
         ("Return-Path: <parent@example.com>", None),
+        ("Return-Path:", None),
         ("From: MAILER-DAEMON@mx.example.org", "sender: mailer-daemon"),
         ("From: Postmaster <postmaster@example.org>", "sender: postmaster"),
         ("X-Auto-Response-Suppress: All", None),           # Outlook sets it on people's mail too
@@ -676,7 +677,7 @@ class TestBounces:
         status = "\r\n\r\n".join(["Reporting-MTA: dns; mx.example.net", *blocks]) + "\r\n"
         if cte == "base64":
             status = base64.encodebytes(status.encode()).decode()
-        parts = [f"--b\r\nContent-Type: text/plain\r\n\r\nDelivery report.\r\n",
+        parts = ["--b\r\nContent-Type: text/plain\r\n\r\nDelivery report.\r\n",
                  f"--b\r\nContent-Type: {ctype}\r\n" + (f"Content-Transfer-Encoding: {cte}\r\n" if cte else "")
                  + f"\r\n{status}"]
         if returned:
@@ -745,8 +746,8 @@ class TestNeverRaises:
         bytes(range(256)) * 64,
         b"From: \xff\xfe\x00<@>\r\nTo: ,,,;;;<<>>\r\nSubject: =?\xff?q?x?=\r\nMessage-ID: <\xff@\xfe>\r\n\r\n",
         b"Content-Type: multipart/report; report-type=delivery-status; boundary=\r\n\r\n--\r\n",
-        b'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
-        b"--b\r\nContent-Type: message/delivery-status\r\n\r\n\x00\xff:\r\n:::\r\n--b--",
+        (b'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
+         b"--b\r\nContent-Type: message/delivery-status\r\n\r\n\x00\xff:\r\n:::\r\n--b--"),
         b"From: " + b"(" * 5000 + b"a@b.c\r\n\r\n",
         b"Subject: =?utf-8?b?====?= =?utf-8?q?=ZZ?= =?utf-8*en?b?SGk=?=\r\n\r\n",
         b"Content-Type: multipart/mixed; boundary=x\r\n\r\n" + b"--x\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n" * 200,
@@ -764,6 +765,11 @@ class TestNeverRaises:
     @pytest.mark.parametrize("raw", [bytearray(b"From: a@b.c\r\n\r\nhi"), memoryview(b"From: a@b.c\r\n\r\nhi")])
     def test_bytes_like_input(self, raw: bytes) -> None:
         assert parse(raw).sender == "a@b.c"
+
+    def test_text_instead_of_bytes(self) -> None:
+        msg = parse_inbound_email("From: a@b.c\r\n\r\nhi")  # type: ignore[arg-type]
+        assert (msg.sender, msg.text) == ("a@b.c", "hi")
+        assert "raw message given as text, not bytes" in msg.problems
 
     def test_deep_nesting_still_gives_the_header(self) -> None:
         raw = b"From: Parent <parent@example.com>\r\nMessage-ID: <deep@example.com>\r\n" + b"".join(
