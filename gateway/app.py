@@ -1,7 +1,7 @@
 """`create_app(settings)`: the aiohttp application, with every stateful part in a cleanup context.
 
 Order of the contexts: database → channels → dispatcher (when this process runs workers) →
-inbound processing. Each is opened at start-up and closed in
+inbound processing → IMAP reader (workers, when IMAP is configured). Each is opened at start-up and closed in
 reverse order at shutdown, under `web.run_app` and under pytest-aiohttp alike.
 """
 from __future__ import annotations
@@ -16,8 +16,10 @@ import jinja2
 from aiohttp import web
 
 from gateway.channels.base import Channel
-from gateway.db import open_database
+from gateway.channels.email_imap import ImapReader
+from gateway.db import is_postgres, open_database
 from gateway.i18n import current_translations
+from gateway.intake import imap_sink
 from gateway.settings import Settings
 from gateway.threads.dispatcher import Dispatcher
 from gateway.threads.inbound import InboundProcessor
@@ -52,6 +54,8 @@ def create_app(
     if settings.worker_enabled if run_worker is None else run_worker:
         app.cleanup_ctx.append(_dispatcher)
     app.cleanup_ctx.append(_inbound)
+    if settings.imap is not None and (settings.worker_enabled if run_worker is None else run_worker):
+        app.cleanup_ctx.append(_mail_reader)
     setup_routes(app)
     return app
 
@@ -105,7 +109,8 @@ async def open_channels(settings: Settings) -> dict[str, Channel]:
 async def _inbound(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     dispatcher = app.get(keys.DISPATCHER)
-    processor = InboundProcessor({settings.reply_domain}, on_queued=dispatcher.wake if dispatcher else None)
+    processor = InboundProcessor({settings.reply_domain}, on_queued=dispatcher.wake if dispatcher else None,
+                                 concurrency=4 if is_postgres(settings.database_url) else 1)
     app[keys.INBOUND] = processor
     stop = asyncio.Event()
     # Where workers run, they also sweep up replies a crashed process stored but never routed.
@@ -115,6 +120,22 @@ async def _inbound(app: web.Application) -> AsyncIterator[None]:
     if sweeper is not None:
         await sweeper
     await processor.wait_idle()  # a reply being routed finishes; one not started is swept later
+
+
+async def _mail_reader(app: web.Application) -> AsyncIterator[None]:
+    """One IMAP reader per mailbox (it holds a lock, so extra workers simply wait their turn)."""
+    settings = app[keys.SETTINGS]
+    assert settings.imap is not None
+    reader = ImapReader(settings.imap, imap_sink(app[keys.INBOUND], settings.max_email_bytes),
+                        database_url=settings.database_url)
+    stop = asyncio.Event()
+    task = asyncio.create_task(reader.run(stop), name="imap-reader")
+    yield
+    stop.set()
+    try:
+        await asyncio.wait_for(task, timeout=30)
+    except asyncio.TimeoutError:
+        task.cancel()  # anything it fetched but did not commit is fetched again next time
 
 
 async def _dispatcher(app: web.Application) -> AsyncIterator[None]:

@@ -263,6 +263,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         sms_rate_per_number=_float(env, "GATEWAY_SMS_RATE_PER_NUMBER", 1.0, low=0, high=10000),
         smtp_rate=_float(env, "GATEWAY_SMTP_RATE", 20.0, low=0, high=100000),
         max_request_bytes=_int(env, "GATEWAY_MAX_REQUEST_BYTES", 1024 * 1024, low=1024, high=64 * 1024 * 1024),
+        max_email_bytes=_int(env, "GATEWAY_MAX_EMAIL_BYTES", 25 * 1024 * 1024, low=64 * 1024, high=256 * 1024 * 1024),
     )
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

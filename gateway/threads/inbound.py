@@ -74,22 +74,27 @@ def visible_text(msg: InboundMessage) -> str:
 class InboundProcessor:
     """Routes stored events in the background, one at a time per process.
 
-    One consumer, not a task per event: with SQLite every query goes through one connection, and
+    A few consumers, not a task per event: with SQLite every query goes through one connection, and
     hundreds of concurrent routing transactions would starve the webhooks that store new items.
-    Workers on PostgreSQL scale out by running more processes (events are claimed with a lease).
+    PostgreSQL gets several consumers per process, and more processes (events are claimed with a
+    lease, so any number of them can share the work).
     """
 
-    def __init__(self, reply_domains: set[str], *, on_queued: Callable[[], None] | None = None) -> None:
+    def __init__(self, reply_domains: set[str], *, on_queued: Callable[[], None] | None = None,
+                 concurrency: int = 1) -> None:
         self.reply_domains = {d.lower() for d in reply_domains}
         self.on_queued = on_queued  # told when a reply queued deliveries (wakes the dispatcher)
+        self.concurrency = concurrency  # 1 on SQLite; a few on PostgreSQL, whose pool has connections
         self._queue: asyncio.Queue[int] = asyncio.Queue()
-        self._consumer: asyncio.Task[None] | None = None
+        self._consumers: set[asyncio.Task[None]] = set()
 
     def schedule(self, event_id: int) -> None:
         """Process soon, in this process; a crash before that leaves it for `sweep`."""
         self._queue.put_nowait(event_id)
-        if self._consumer is None or self._consumer.done():
-            self._consumer = asyncio.create_task(self._consume(), name="inbound-processor")
+        if len(self._consumers) < self.concurrency:
+            task = asyncio.create_task(self._consume(), name="inbound-processor")
+            self._consumers.add(task)
+            task.add_done_callback(self._consumers.discard)
 
     async def wait_idle(self) -> None:
         """Return when everything scheduled so far is processed (tests, shutdown)."""
@@ -149,6 +154,9 @@ class InboundProcessor:
                 pass
 
     async def _decide(self, event: InboundEvent, msg: InboundMessage) -> tuple[InboundOutcome, str | None]:
+        oversized = next((p for p in msg.problems if p.startswith("oversized")), None)
+        if oversized:
+            return InboundOutcome.REJECTED, oversized  # kept (truncated) for a person to look at
         if msg.bounce is not None:
             marked = await apply_bounce(msg.bounce)
             return InboundOutcome.BOUNCE, f"{msg.bounce.status} {msg.bounce.action}: {marked} address(es) marked"

@@ -20,6 +20,7 @@ from gateway.channels.twilio_sms import (
     parse_inbound_sms,
     parse_status_callback,
 )
+from gateway.intake import take_email
 from gateway.threads.inbound import record_inbound
 from gateway.threads.keywords import (
     Keyword,
@@ -139,22 +140,11 @@ async def inbound_email(request: web.Request) -> web.Response:
         reason = "the inbound e-mail webhook is not configured" if not secret else "bad or missing bearer secret"
         await store_rejected("email", raw[:REJECTED_PAYLOAD_LIMIT].decode("utf-8", errors="replace"), reason)
         return error_response(401, "unauthorized", reason)
-    from gateway.channels.email_parse import (
-        parse_inbound_email,  # TEMP until the parser lands
-    )
-
-    msg = parse_inbound_email(raw, max_bytes=limit, received_via="webhook")
+    event, new = await take_email(raw, request.config_dict[keys.INBOUND], max_bytes=limit, received_via="webhook")
     if oversized:
-        # Keep what we read (headers, the start of the body) with a clear outcome: nothing is lost
-        # silently, and the MTA gets a permanent error to bounce to the sender.
-        event, _ = await record_inbound(msg)
-        await InboundEvent.filter(id=event.id, outcome=InboundOutcome.RECEIVED).update(
-            outcome=InboundOutcome.REJECTED, reason=f"oversized: more than {limit} bytes",
-            processed_at=datetime.now(timezone.utc))
+        # What we read (headers, the start of the body) is stored, rejected with a clear reason by
+        # the processor, and the MTA gets a permanent error to bounce to the sender.
         return error_response(413, "too_large", f"the message is larger than {limit} bytes")
-    event, new = await record_inbound(msg)
-    if new:
-        request.config_dict[keys.INBOUND].schedule(event.id)
     return web.json_response({"id": event.id, "duplicate": not new}, status=202)
 
 

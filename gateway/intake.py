@@ -1,0 +1,28 @@
+"""Where received e-mail enters: the raw-MIME webhook and the IMAP reader feed this one path.
+
+Channels turn bytes into our InboundMessage (email_parse), threads store and route it; this module
+only joins the two, so neither imports the other (DESIGN section 3).
+"""
+from __future__ import annotations
+
+from gateway.channels.email_imap import Sink
+from gateway.channels.email_parse import parse_inbound_email
+from gateway.threads.inbound import InboundProcessor, record_inbound
+from gateway.threads.models import InboundEvent
+
+
+async def take_email(raw: bytes, processor: InboundProcessor, *, max_bytes: int,
+                     received_via: str) -> tuple[InboundEvent, bool]:
+    """Store one raw message (committed when this returns) and schedule its routing if it is new."""
+    msg = parse_inbound_email(raw, max_bytes=max_bytes, received_via=received_via)
+    event, new = await record_inbound(msg)
+    if new:
+        processor.schedule(event.id)
+    return event, new
+
+
+def imap_sink(processor: InboundProcessor, max_bytes: int) -> Sink:
+    async def sink(raw: bytes) -> None:
+        await take_email(raw, processor, max_bytes=max_bytes, received_via="imap")
+
+    return sink
