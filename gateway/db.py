@@ -19,6 +19,7 @@ MODEL_MODULES = [
     "gateway.directory.models",
     "gateway.threads.models",
     "gateway.channels.models",
+    "gateway.invites.tokens",
 ]
 MIGRATIONS_MODULE = "gateway.migrations"
 

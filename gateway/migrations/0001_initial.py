@@ -1,22 +1,14 @@
-import functools
-from json import dumps, loads
-
-from tortoise import fields, migrations
-from tortoise.fields.base import OnDelete
-from tortoise.indexes import Index
+from tortoise import migrations
 from tortoise.migrations import operations as ops
-
+import functools
 from gateway.channels.base import DeliveryStatus
 from gateway.directory.models import ChannelPreference, ContactKind, Role
-from gateway.threads.models import (
-    ConversationKind,
-    ConversationState,
-    Direction,
-    InboundOutcome,
-    Origin,
-    RoutedBy,
-)
-
+from gateway.invites.tokens import Purpose
+from gateway.threads.models import ConversationKind, ConversationState, Direction, InboundOutcome, Origin, RoutedBy
+from json import dumps, loads
+from tortoise.fields.base import OnDelete
+from tortoise import fields
+from tortoise.indexes import Index
 
 class Migration(migrations.Migration):
     initial = True
@@ -154,6 +146,21 @@ class Migration(migrations.Migration):
                 ('last_message_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
             ],
             options={'table': 'conversation', 'app': 'models', 'indexes': [Index(fields=['school_id', 'last_message_at'])], 'pk_attr': 'id'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='LoginToken',
+            fields=[
+                ('id', fields.IntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('user', fields.ForeignKeyField('models.User', source_field='user_id', db_constraint=True, to_field='id', related_name='login_tokens', on_delete=OnDelete.CASCADE)),
+                ('purpose', fields.CharEnumField(description='FIRST_LOGIN: first_login\nLOGIN: login', enum_type=Purpose, max_length=16)),
+                ('salt', fields.CharField(max_length=32)),
+                ('token_hash', fields.CharField(unique=True, max_length=64)),
+                ('expires_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('used_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+            ],
+            options={'table': 'login_token', 'app': 'models', 'indexes': [Index(fields=['user_id', 'purpose'])], 'pk_attr': 'id'},
             bases=['Model'],
         ),
         ops.CreateModel(
