@@ -5,16 +5,24 @@ only joins the two, so neither imports the other (DESIGN section 3).
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from gateway.channels.email_imap import Sink
 from gateway.channels.email_parse import parse_inbound_email
 from gateway.threads.inbound import InboundProcessor, record_inbound
 from gateway.threads.models import InboundEvent
 
 
-async def take_email(raw: bytes, processor: InboundProcessor, *, max_bytes: int,
-                     received_via: str) -> tuple[InboundEvent, bool]:
-    """Store one raw message (committed when this returns) and schedule its routing if it is new."""
+async def take_email(raw: bytes, processor: InboundProcessor, *, max_bytes: int, received_via: str,
+                     cut_at: int | None = None) -> tuple[InboundEvent, bool]:
+    """Store one raw message (committed when this returns) and schedule its routing if it is new.
+
+    `cut_at`: the reader stopped at that many bytes of a larger message; what was read is kept,
+    and the processor rejects it as oversized instead of posting a truncated reply.
+    """
     msg = parse_inbound_email(raw, max_bytes=max_bytes, received_via=received_via)
+    if cut_at is not None and not any(p.startswith("oversized") for p in msg.problems):
+        msg = replace(msg, problems=(f"oversized: more than {cut_at} bytes",) + msg.problems)
     event, new = await record_inbound(msg)
     if new:
         processor.schedule(event.id)

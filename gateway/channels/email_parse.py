@@ -124,8 +124,41 @@ def _bodies(msg: Message) -> tuple[str | None, str | None]:
         text = None    # an empty text/plain alternative next to a real HTML body
     if text is None and html is None and not msg.is_multipart() \
             and msg.get_content_maintype() == "multipart":
+        salvaged = _salvaged_bodies(msg)
+        if salvaged is not None:
+            return salvaged
         text = _decode_part(msg)  # boundary missing: keep the words, whatever they look like
     return text, html
+
+
+# A delimiter line (RFC 2046 5.1.1: "--" then 1-70 bchars, not ending in a space).
+_DELIMITER_LINE = re.compile(rb"^--([0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?])[ \t]*\r?$",
+                             re.MULTILINE)
+_PART_HEADER = re.compile(rb"[!-9;-~]+:")
+
+
+def _salvaged_bodies(msg: Message) -> tuple[str | None, str | None] | None:
+    """A multipart whose declared boundary never appears, but whose body is plainly MIME parts
+    written with another boundary (a client bug seen in the wild): read the parts with the boundary
+    the body actually uses, so the MIME part headers do not end up in the sender's words. Only when
+    the first delimiter-shaped line is followed by a header line; otherwise None (keep the raw text)."""
+    payload = msg.get_payload()
+    if not isinstance(payload, str):
+        return None
+    data = payload.encode("utf-8", "surrogateescape")
+    match = _DELIMITER_LINE.search(data)
+    if match is None or not _PART_HEADER.match(data[match.end():].lstrip(b"\r\n")):
+        return None
+    boundary = match.group(1).decode("ascii")
+    head = f'Content-Type: multipart/{msg.get_content_subtype()}; boundary="{boundary}"\r\n\r\n'.encode()
+    try:
+        salvaged = email.message_from_bytes(head + data, policy=_DEFAULT)
+        if not salvaged.is_multipart():
+            return None
+        text, html = _bodies(salvaged)
+    except Exception:  # noqa: BLE001 -- keep the raw text instead
+        return None
+    return (text, html) if text is not None or html is not None else None
 
 
 def _collect(part: Message, found: dict[str, list[Message]], depth: int) -> None:

@@ -26,6 +26,10 @@ async def apply_bounce(bounce: Bounce) -> int:
         delivery = await Delivery.get_or_none(provider_id=bounce.original_message_id, channel="email")
     if delivery is not None and delivery.address:
         await mark_contact_problem(delivery.recipient_id, "email", delivery.address, ContactProblem.BOUNCING, reason)
+        # The mailbox is gone for everyone who has it (a shared household address), as in the
+        # no-Message-ID branch below: the other sharers' next e-mails would only bounce again.
+        await ContactPoint.filter(kind=ContactKind.EMAIL, address=delivery.address.lower(), bouncing_at=None).update(
+            bouncing_at=now)
         await Delivery.filter(id=delivery.id, status__in=below(DeliveryStatus.UNDELIVERED)).update(
             status=DeliveryStatus.UNDELIVERED, error_code=bounce.status[:32], error_reason=reason[:500])
         await fall_back(delivery, now)

@@ -31,6 +31,7 @@ from tortoise.transactions import in_transaction
 
 from gateway.channels.base import (
     Channel,
+    ContactProblem,
     DeliveryStatus,
     OutboundItem,
     PermanentSendError,
@@ -221,10 +222,12 @@ class Dispatcher:
         ctx = batch.contexts[d.id]
         usable = any(c.address == d.address and c.problem is None for c in batch.contacts.get(d.recipient_id, []))
         if not usable:
-            # The address went bad after the message was written (a STOP, a bounce): never send to it.
+            # The address went bad after the message was written (a STOP, a bounce): never send to
+            # it, and fall back to the other channel as compose would have (DESIGN section 5).
             problem = next((c.problem for c in batch.contacts.get(d.recipient_id, []) if c.address == d.address), None)
             self.outcomes.record(Outcome(d, DeliveryStatus.SUPPRESSED, error_code="suppressed",
-                                 error_reason=problem or "contact_removed"))
+                                         error_reason=problem or "contact_removed",
+                                         problem=ContactProblem(problem) if problem else None))
             return
         if d.channel == "sms" and not ctx.urgent:
             school = batch.schools[d.id]

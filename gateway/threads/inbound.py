@@ -24,7 +24,7 @@ from gateway.channels.base import (
     inbound_to_json,
 )
 from gateway.directory.contacts import redact
-from gateway.directory.models import ContactKind, ContactPoint, Membership
+from gateway.directory.models import ContactKind, ContactPoint, Membership, School
 from gateway.threads.bounces import apply_bounce
 from gateway.threads.keywords import school_for_number
 from gateway.threads.models import (
@@ -164,6 +164,11 @@ class InboundProcessor:
             return InboundOutcome.AUTO_REPLY, msg.auto_reply
         if msg.channel is ChannelKind.EMAIL and msg.sender.rpartition("@")[2] in self.reply_domains:
             return InboundOutcome.REJECTED, "loop: mail from our own reply domain"
+        if msg.channel is ChannelKind.EMAIL and msg.provider_id.rpartition("@")[2].rstrip(">").lower() in self.reply_domains:
+            # One of our own e-mails redirected back to its Reply-To (a guardian's "redirect all"
+            # rule keeps our Message-ID). SMTP_FROM may be on another domain than the reply domain,
+            # so the From check above does not catch it; posting it would echo staff words as a reply.
+            return InboundOutcome.REJECTED, "loop: our own message came back (its Message-ID is ours)"
         resolution = await resolve(msg)
         if isinstance(resolution, Unresolved):
             event.school_id = event.school_id or await self._guess_school(msg)
@@ -186,7 +191,20 @@ class InboundProcessor:
         kind = ContactKind.EMAIL
         users = await ContactPoint.filter(kind=kind, address=msg.sender).values_list("user_id", flat=True)
         schools = set(await Membership.filter(user_id__in=list(users)).values_list("school_id", flat=True))
-        return schools.pop() if len(schools) == 1 else None
+        if schools:
+            return schools.pop() if len(schools) == 1 else None
+        # A sender not in the directory (a grandparent, a new address): the school the mail was
+        # addressed to, told by its own reply domain, or the only school on the deployment's one.
+        # Without this the item had no school and no triage list ever showed it.
+        domains = {address.rpartition("@")[2] for address in msg.recipients}
+        own = set(await School.filter(reply_domain__in=list(domains)).values_list("id", flat=True))
+        if own:
+            return own.pop() if len(own) == 1 else None
+        if domains & self.reply_domains:
+            shared = await School.filter(Q(reply_domain__isnull=True) | Q(reply_domain__in=list(self.reply_domains))
+                                         ).limit(2).values_list("id", flat=True)
+            return shared[0] if len(shared) == 1 else None
+        return None
 
 
 async def post_inbound(resolution: Resolution, msg: InboundMessage, text: str) -> Message:

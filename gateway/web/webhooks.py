@@ -140,7 +140,8 @@ async def inbound_email(request: web.Request) -> web.Response:
         reason = "the inbound e-mail webhook is not configured" if not secret else "bad or missing bearer secret"
         await store_rejected("email", raw[:REJECTED_PAYLOAD_LIMIT].decode("utf-8", errors="replace"), reason)
         return error_response(401, "unauthorized", reason)
-    event, new = await take_email(raw, request.config_dict[keys.INBOUND], max_bytes=limit, received_via="webhook")
+    event, new = await take_email(raw, request.config_dict[keys.INBOUND], max_bytes=limit, received_via="webhook",
+                                  cut_at=limit if oversized else None)
     if oversized:
         # What we read (headers, the start of the body) is stored, rejected with a clear reason by
         # the processor, and the MTA gets a permanent error to bounce to the sender.

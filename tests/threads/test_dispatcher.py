@@ -170,15 +170,6 @@ async def test_smtp_4xx_retries_and_5xx_recipient_bounces_to_sms(people, twilio_
     assert fake_twilio.sent[0].form["To"] == "+14155550143"
 
 
-async def test_an_address_opted_out_after_compose_is_never_sent_to(people, twilio_settings, dispatcher, fake_twilio):
-    await send(people, twilio_settings.secret_key, to=["g-ana"])
-    await ContactPoint.filter(kind="phone").update(opted_out_at=datetime.now(timezone.utc))
-    await dispatcher.drain()
-    delivery = await Delivery.get()
-    assert (delivery.status, delivery.error_reason) == (DeliveryStatus.SUPPRESSED, "opted_out")
-    assert fake_twilio.sent == []
-
-
 async def test_quiet_hours_at_send_time_defer_without_spending_an_attempt(people, twilio_settings, dispatcher, fake_twilio):
     await send(people, twilio_settings.secret_key, to=["g-ana"])
     people.timezone, people.quiet_hours_start, people.quiet_hours_end = "UTC", 0, 24 * 60 - 1
@@ -263,3 +254,14 @@ async def test_run_loop_sends_what_compose_queues_and_stops_cleanly(school, sett
     await asyncio.wait_for(task, 5)
     assert len(email.sent) == 5
     assert await Delivery.filter(status=DeliveryStatus.SENT).count() == 5
+
+
+async def test_an_address_that_went_bad_after_compose_falls_back_at_send_time(people, twilio_settings, dispatcher,
+                                                                              fake_twilio, fake_smtp):
+    await send(people, twilio_settings.secret_key, to=["g-ana"])
+    await ContactPoint.filter(kind="phone").update(opted_out_at=datetime.now(timezone.utc))
+    await dispatcher.drain()
+    sms, email = await Delivery.all().order_by("id")
+    assert (sms.status, sms.error_reason) == (DeliveryStatus.SUPPRESSED, "opted_out")
+    assert (email.channel, email.status) == ("email", DeliveryStatus.SENT)
+    assert fake_twilio.sent == [] and fake_smtp.received[0].rcpt_tos == ("ana@family.example",)
