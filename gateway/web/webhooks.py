@@ -48,7 +48,12 @@ def public_url(request: web.Request) -> str:
     return request.config_dict[keys.SETTINGS].public_url + str(request.rel_url)
 
 
+EMPTY_TWIML = str(MessagingResponse())  # the common answer: built once
+
+
 def twiml(*replies: str) -> web.Response:
+    if not replies:
+        return web.Response(text=EMPTY_TWIML, content_type="application/xml")
     response = MessagingResponse()
     for reply in replies:
         response.message(reply)
@@ -65,13 +70,12 @@ async def _twilio_form(request: web.Request, channel: str) -> MultiDict[str] | w
         # Twilio always sends UTF-8; anything else is not Twilio (and could not be signed by it).
         await store_rejected(channel, raw.decode("utf-8", errors="replace"), "the form is not UTF-8")
         return error_response(400, "invalid", "the form is not UTF-8")
-    payload = urlencode(list(form.items()))
     if settings.twilio is None:
-        await store_rejected(channel, payload, "twilio is not configured")
+        await store_rejected(channel, urlencode(list(form.items())), "twilio is not configured")
         return error_response(403, "forbidden", "twilio is not configured")
     signature = request.headers.get("X-Twilio-Signature", "")
     if not signature or not is_valid_signature(settings.twilio.auth_token, public_url(request), form, signature):
-        await store_rejected(channel, payload, "bad or missing X-Twilio-Signature")
+        await store_rejected(channel, urlencode(list(form.items())), "bad or missing X-Twilio-Signature")
         return error_response(403, "bad_signature", "the X-Twilio-Signature does not match this request")
     return form
 
