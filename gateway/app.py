@@ -1,8 +1,9 @@
 """`create_app(settings)`: the aiohttp application, with every stateful part in a cleanup context.
 
 Order of the contexts: database → channels → dispatcher (when this process runs workers) →
-inbound processing → IMAP reader (workers, when IMAP is configured). Each is opened at start-up and closed in
-reverse order at shutdown, under `web.run_app` and under pytest-aiohttp alike.
+inbound processing → invitation campaigns → IMAP reader (workers, when IMAP is configured). Each
+is opened at start-up and closed in reverse order at shutdown, under `web.run_app` and under
+pytest-aiohttp alike.
 """
 from __future__ import annotations
 
@@ -19,11 +20,12 @@ from gateway.channels.base import Channel
 from gateway.channels.email_imap import ImapReader
 from gateway.db import is_postgres, open_database
 from gateway.i18n import current_translations
-from gateway.intake import imap_sink
+from gateway.intake import imap_batch_sink, imap_sink
 from gateway.settings import Settings
 from gateway.threads.dispatcher import Dispatcher
 from gateway.threads.inbound import InboundProcessor
 from gateway.web import keys
+from gateway.web.api_invites import campaign_runner
 from gateway.web.middlewares import error_middleware
 from gateway.web.routes import setup_routes
 
@@ -54,6 +56,7 @@ def create_app(
     if settings.worker_enabled if run_worker is None else run_worker:
         app.cleanup_ctx.append(_dispatcher)
     app.cleanup_ctx.append(_inbound)
+    app.cleanup_ctx.append(campaign_runner)  # invitation campaigns; workers also resume abandoned ones
     if settings.imap is not None and (settings.worker_enabled if run_worker is None else run_worker):
         app.cleanup_ctx.append(_mail_reader)
     setup_routes(app)
@@ -126,7 +129,9 @@ async def _mail_reader(app: web.Application) -> AsyncIterator[None]:
     """One IMAP reader per mailbox (it holds a lock, so extra workers simply wait their turn)."""
     settings = app[keys.SETTINGS]
     assert settings.imap is not None
-    reader = ImapReader(settings.imap, imap_sink(app[keys.INBOUND], settings.max_email_bytes),
+    processor = app[keys.INBOUND]
+    reader = ImapReader(settings.imap, imap_sink(processor, settings.max_email_bytes),
+                        batch_sink=imap_batch_sink(processor, settings.max_email_bytes),
                         database_url=settings.database_url)
     stop = asyncio.Event()
     task = asyncio.create_task(reader.run(stop), name="imap-reader")

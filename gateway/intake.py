@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from gateway.channels.email_imap import Sink
+from gateway.channels.email_imap import BatchSink, Sink
 from gateway.channels.email_parse import parse_inbound_email
-from gateway.threads.inbound import InboundProcessor, record_inbound
+from gateway.threads.inbound import InboundProcessor, record_inbound, record_many
 from gateway.threads.models import InboundEvent
 
 
@@ -32,5 +32,16 @@ async def take_email(raw: bytes, processor: InboundProcessor, *, max_bytes: int,
 def imap_sink(processor: InboundProcessor, max_bytes: int) -> Sink:
     async def sink(raw: bytes) -> None:
         await take_email(raw, processor, max_bytes=max_bytes, received_via="imap")
+
+    return sink
+
+
+def imap_batch_sink(processor: InboundProcessor, max_bytes: int) -> BatchSink:
+    """The reader's fetched batch stored in one transaction (a commit per message costs most of
+    the ingest time on SQLite), then routed in the background."""
+    async def sink(raws: list[bytes]) -> None:
+        msgs = [parse_inbound_email(raw, max_bytes=max_bytes, received_via="imap") for raw in raws]
+        for event_id in await record_many(msgs):
+            processor.schedule(event_id)
 
     return sink

@@ -27,7 +27,7 @@ from gateway.directory.schools import create_api_key
 from gateway.directory.users import UserIn, upsert_users
 from gateway.settings import Settings, load_settings
 
-pytest_plugins = ["tests.fakes.twilio", "tests.fakes.smtp"]
+pytest_plugins = ["tests.fakes.twilio", "tests.fakes.smtp", "tests.fakes.dovecot"]
 
 PG_ADMIN_URL = os.environ.get("GATEWAY_TEST_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 IN_CI = bool(os.environ.get("CI"))

@@ -62,6 +62,24 @@ async def record_inbound(msg: InboundMessage, *, school_id: int | None = None) -
         return await InboundEvent.get(provider_id=msg.provider_id[:255]), False
 
 
+async def record_many(msgs: list[InboundMessage]) -> list[int]:
+    """Store a batch in one transaction, skipping what is stored already; returns the new ids.
+
+    A concurrent writer of the same provider id makes the batch fail as a whole (unique index),
+    and the caller offers it again: idempotent, never half-written.
+    """
+    fresh = {m.provider_id[:255]: m for m in msgs}
+    if not fresh:
+        return []
+    async with in_transaction():
+        known = set(await InboundEvent.filter(provider_id__in=list(fresh)).values_list("provider_id", flat=True))
+        rows = [InboundEvent(channel=m.channel.value, provider_id=key, sender=m.sender[:320], payload=m.raw,
+                             normalized=inbound_to_json(m)) for key, m in fresh.items() if key not in known]
+        await InboundEvent.bulk_create(rows, batch_size=500)
+    new_keys = [r.provider_id for r in rows]
+    return list(await InboundEvent.filter(provider_id__in=new_keys).order_by("id").values_list("id", flat=True))
+
+
 def visible_text(msg: InboundMessage) -> str:
     """Only the words the sender wrote: quoted history and signatures go (reply_text)."""
     if msg.channel is ChannelKind.SMS:

@@ -28,12 +28,8 @@ from gateway.channels.models import ImapCursor
 from gateway.db import dialect
 from gateway.threads.models import InboundEvent
 from tests.conftest import require
-from tests.fakes import dovecot as dovecot_fakes
 from tests.fakes.dovecot import CuttingProxy, DovecotServer, make_reply
 
-# The fixtures, until tests/conftest.py lists "tests.fakes.dovecot" in pytest_plugins.
-dovecot = dovecot_fakes.dovecot
-cutting_proxy = dovecot_fakes.cutting_proxy
 
 SEEN = "\\Seen"
 

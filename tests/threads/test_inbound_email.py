@@ -48,11 +48,9 @@ from gateway.threads.models import (
 )
 from gateway.web import keys
 from tests.conftest import require
-from tests.fakes import dovecot as dovecot_fakes
 from tests.fakes.dovecot import DovecotServer
 
 # The session's Dovecot (tests/channels/test_email_imap.py takes it the same way).
-dovecot = dovecot_fakes.dovecot
 
 SECRET = "inbound-email-webhook-secret-0123456789"
 DOMAIN = "reply.school.test"
