@@ -73,7 +73,7 @@ async def seed(url: str, guardians: int) -> list[tuple[str, str]]:
 
 
 async def wait_up(port: int) -> None:
-    for _ in range(200):
+    for _ in range(1200):  # a loaded 2-core machine can take a while to import and start
         try:
             _, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.close()
