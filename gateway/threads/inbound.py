@@ -236,11 +236,13 @@ async def post_inbound(resolution: Resolution, msg: InboundMessage, text: str) -
         origin=Origin.SMS if msg.channel is ChannelKind.SMS else Origin.EMAIL, direction=Direction.INBOUND,
         routed_by=resolution.routed_by, sender_unverified=resolution.sender_unverified,
     )
-    if resolution.user_id is not None:
+    participants = {p.user_id: p for p in await Participant.filter(conversation=conversation)}
+    author = participants.get(resolution.user_id)  # type: ignore[arg-type]
+    if author is not None and author.last_channel != msg.channel.value:
         # Staff replies go back over the channel the guardian last used (DESIGN section 5).
-        await Participant.filter(conversation=conversation, user_id=resolution.user_id).update(
-            last_channel=msg.channel.value)
-    await forward_reply(conversation, message, reopened=reopened)
+        author.last_channel = msg.channel.value
+        await author.save(update_fields=["last_channel"])
+    await forward_reply(conversation, message, participants, reopened=reopened)
     return message
 
 

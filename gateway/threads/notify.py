@@ -15,12 +15,13 @@ from gateway.threads.compose import load_recipients, routes_for, write_deliverie
 from gateway.threads.models import Conversation, Message, Participant
 
 
-async def forward_reply(conversation: Conversation, message: Message, *, reopened: bool = False) -> int:
-    """Queue deliveries of an inbound `message`; returns how many were queued."""
+async def forward_reply(conversation: Conversation, message: Message, participants: dict[int, Participant], *,
+                        reopened: bool = False) -> int:
+    """Queue deliveries of an inbound `message` to the right `participants` (by user id)."""
     if reopened:
         await AuditLog.create(school_id=conversation.school_id, actor=f"message:{message.id}",
                               action="conversation.reopened", target=f"conversation:{conversation.id}")
-    participants = {p.user_id: p for p in await Participant.filter(conversation=conversation)}
+    participants = dict(participants)
     author = participants.pop(message.author_id, None)  # type: ignore[arg-type]
     from_staff = author is not None and author.role == "staff"
     readers = {uid: p for uid, p in participants.items() if from_staff or p.role == "staff"}
