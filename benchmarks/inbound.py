@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
 
+from benchmarks._pg import drop_pg, fresh_pg  # noqa: E402
 from gateway.db import migrate_database, open_database  # noqa: E402
 from gateway.directory.models import Role, School  # noqa: E402
 from gateway.directory.users import UserIn, upsert_users  # noqa: E402
@@ -114,31 +115,13 @@ async def blast(port: int, pairs: list[tuple[str, str]], n: int, concurrency: in
         return time.perf_counter() - start, latencies
 
 
-async def fresh_pg() -> str:
-    import asyncpg
-
-    conn = await asyncpg.connect("postgres://postgres@127.0.0.1:5432/postgres")
-    await conn.execute(f"DROP DATABASE IF EXISTS gw_bench_in_{os.getpid()}")
-    await conn.execute(f"CREATE DATABASE gw_bench_in_{os.getpid()}")
-    await conn.close()
-    return f"postgres://postgres@127.0.0.1:5432/gw_bench_in_{os.getpid()}"
-
-
-async def drop_pg(url: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect("postgres://postgres@127.0.0.1:5432/postgres")
-    await conn.execute(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
-    await conn.close()
-
-
 def pct(values: list[float], p: float) -> float:
     return statistics.quantiles(values, n=100)[int(p) - 1] * 1000
 
 
 async def main(n: int, concurrency: int, database: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite:///{tmp}/inbound.sqlite3" if database == "sqlite" else await fresh_pg()
+        url = f"sqlite:///{tmp}/inbound.sqlite3" if database == "sqlite" else await fresh_pg("gw_bench_in")
         pairs = await seed(url, 1000)
         bare_port, gw_port = free_port(), free_port()
         env = {**os.environ, "GATEWAY_DATABASE_URL": url, "GATEWAY_PORT": str(gw_port), "TWILIO_ACCOUNT_SID": SID,

@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import email.utils
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ import aiosmtplib  # noqa: E402
 from twilio.http.async_http_client import AsyncTwilioHttpClient  # noqa: E402
 from twilio.rest import Client  # noqa: E402
 
+from benchmarks._pg import drop_pg, fresh_pg  # noqa: E402
 from gateway.channels.email_smtp import SmtpEmailChannel  # noqa: E402
 from gateway.channels.twilio_sms import TwilioSmsChannel  # noqa: E402
 from gateway.db import open_database  # noqa: E402
@@ -140,7 +140,7 @@ async def run(n: int, database: str) -> None:
     try:
         servers = json.loads(proc.stdout.readline())  # type: ignore[union-attr]
         with tempfile.TemporaryDirectory() as tmp:
-            url = f"sqlite:///{tmp}/bench.sqlite3" if database == "sqlite" else await _fresh_pg()
+            url = f"sqlite:///{tmp}/bench.sqlite3" if database == "sqlite" else await fresh_pg("gw_bench")
             settings = load_settings({}, environment="test", database_url=url, sms_rate_per_number=0.0, smtp_rate=0.0,
                                      public_url="https://gw.example", reply_domain="reply.example")
             settings = replace(settings, twilio=TwilioSettings(servers["sid"], servers["token"], servers["twilio"]),
@@ -177,7 +177,7 @@ async def run(n: int, database: str) -> None:
                 await sms.close()
                 await email.close()
             if database == "postgres":
-                await _drop_pg(url)
+                await drop_pg(url)
         raw_rate, dispatch_rate = total / raw_s, total / dispatch_s
         print(f"raw loop (twilio client + aiosmtplib, no database): {total} in {raw_s:.2f} s = {raw_rate:,.0f} msg/s")
         print(f"dispatcher (outbox on {database}):                   {total} in {dispatch_s:.2f} s = {dispatch_rate:,.0f} msg/s")
@@ -187,23 +187,6 @@ async def run(n: int, database: str) -> None:
         proc.wait(10)
 
 
-async def _fresh_pg() -> str:
-    import asyncpg
-
-    name = f"gw_bench_{os.getpid()}"
-    conn = await asyncpg.connect("postgres://postgres@127.0.0.1:5432/postgres")
-    await conn.execute(f"DROP DATABASE IF EXISTS {name}")
-    await conn.execute(f"CREATE DATABASE {name}")
-    await conn.close()
-    return f"postgres://postgres@127.0.0.1:5432/{name}"
-
-
-async def _drop_pg(url: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect("postgres://postgres@127.0.0.1:5432/postgres")
-    await conn.execute(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
-    await conn.close()
 
 
 if __name__ == "__main__":
