@@ -20,6 +20,8 @@ MODEL_MODULES = [
     "gateway.threads.models",
     "gateway.channels.models",
     "gateway.invites.tokens",
+    "gateway.web.sessions",
+    "gateway.invites.models",
 ]
 MIGRATIONS_MODULE = "gateway.migrations"
 

@@ -3,6 +3,7 @@ from tortoise.migrations import operations as ops
 import functools
 from gateway.channels.base import DeliveryStatus
 from gateway.directory.models import ChannelPreference, ContactKind, Role
+from gateway.invites.models import CampaignState, InvitationState, SkipReason
 from gateway.invites.tokens import Purpose
 from gateway.threads.models import ConversationKind, ConversationState, Direction, InboundOutcome, Origin, RoutedBy
 from json import dumps, loads
@@ -89,6 +90,35 @@ class Migration(migrations.Migration):
                 ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
             ],
             options={'table': 'audit_log', 'app': 'models', 'indexes': [Index(fields=['school_id', 'created_at'])], 'pk_attr': 'id'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='InvitationCampaign',
+            fields=[
+                ('id', fields.IntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('school', fields.ForeignKeyField('models.School', source_field='school_id', db_constraint=True, to_field='id', related_name='invitation_campaigns', on_delete=OnDelete.CASCADE)),
+                ('audiences', fields.JSONField(default=list, encoder=functools.partial(dumps, separators=(',', ':')), decoder=loads)),
+                ('dry_run', fields.BooleanField(default=False)),
+                ('cooldown_days', fields.SmallIntField(default=7)),
+                ('max_invitations', fields.SmallIntField(default=10)),
+                ('state', fields.CharEnumField(default=CampaignState.QUEUED, description='QUEUED: queued\nRUNNING: running\nDONE: done', enum_type=CampaignState, max_length=8)),
+                ('targeted', fields.IntField(default=0)),
+                ('invited', fields.IntField(default=0)),
+                ('skipped_joined', fields.IntField(default=0)),
+                ('skipped_not_enabled', fields.IntField(default=0)),
+                ('skipped_no_contact', fields.IntField(default=0)),
+                ('skipped_cooldown', fields.IntField(default=0)),
+                ('skipped_cap', fields.IntField(default=0)),
+                ('created_by', fields.CharField(max_length=200)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+                ('started_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('finished_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('lease_until', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('claimed_by', fields.CharField(null=True, max_length=64)),
+                ('attempts', fields.SmallIntField(default=0)),
+                ('error', fields.CharField(null=True, max_length=500)),
+            ],
+            options={'table': 'invitation_campaign', 'app': 'models', 'indexes': [Index(fields=['school_id', 'created_at']), Index(fields=['state', 'lease_until'])], 'pk_attr': 'id', 'table_description': "One run of invitations over a school's audiences, with its counts and its progress."},
             bases=['Model'],
         ),
         ops.CreateModel(
@@ -199,7 +229,10 @@ class Migration(migrations.Migration):
             name='Delivery',
             fields=[
                 ('id', fields.IntField(generated=True, primary_key=True, unique=True, db_index=True)),
-                ('message', fields.ForeignKeyField('models.Message', source_field='message_id', db_constraint=True, to_field='id', related_name='deliveries', on_delete=OnDelete.CASCADE)),
+                ('message', fields.ForeignKeyField('models.Message', source_field='message_id', null=True, db_constraint=True, to_field='id', related_name='deliveries', on_delete=OnDelete.CASCADE)),
+                ('login_token', fields.ForeignKeyField('models.LoginToken', source_field='login_token_id', null=True, db_constraint=True, to_field='id', related_name='deliveries', on_delete=OnDelete.CASCADE)),
+                ('school', fields.ForeignKeyField('models.School', source_field='school_id', null=True, db_constraint=True, to_field='id', related_name='link_deliveries', on_delete=OnDelete.CASCADE)),
+                ('urgent', fields.BooleanField(default=False)),
                 ('recipient', fields.ForeignKeyField('models.User', source_field='recipient_id', db_constraint=True, to_field='id', related_name='deliveries', on_delete=OnDelete.CASCADE)),
                 ('channel', fields.CharField(max_length=8)),
                 ('address', fields.CharField(null=True, max_length=320)),
@@ -217,7 +250,7 @@ class Migration(migrations.Migration):
                 ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
                 ('sent_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
             ],
-            options={'table': 'delivery', 'app': 'models', 'indexes': [Index(fields=['status', 'next_attempt_at']), Index(fields=['provider_id']), Index(fields=['recipient_id', 'channel'])], 'pk_attr': 'id', 'table_description': 'The outbox: one row per (message, recipient, channel).'},
+            options={'table': 'delivery', 'app': 'models', 'indexes': [Index(fields=['status', 'next_attempt_at']), Index(fields=['provider_id']), Index(fields=['recipient_id', 'channel']), Index(fields=['login_token_id'])], 'pk_attr': 'id', 'table_description': 'The outbox: one row per (message, recipient, channel), or per (login link, channel).'},
             bases=['Model'],
         ),
         ops.CreateModel(
@@ -239,6 +272,22 @@ class Migration(migrations.Migration):
                 ('processed_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
             ],
             options={'table': 'inbound_event', 'app': 'models', 'indexes': [Index(fields=['school_id', 'outcome', 'received_at']), Index(fields=['outcome', 'received_at'])], 'pk_attr': 'id', 'table_description': 'Every inbound item as received, with its outcome. Nothing inbound is dropped without a row.'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='Invitation',
+            fields=[
+                ('id', fields.IntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('campaign', fields.ForeignKeyField('models.InvitationCampaign', source_field='campaign_id', db_constraint=True, to_field='id', related_name='invitations', on_delete=OnDelete.CASCADE)),
+                ('user', fields.ForeignKeyField('models.User', source_field='user_id', db_constraint=True, to_field='id', related_name='invitations', on_delete=OnDelete.CASCADE)),
+                ('state', fields.CharEnumField(description='INVITED: invited\nSKIPPED: skipped', enum_type=InvitationState, max_length=8)),
+                ('skip_reason', fields.CharEnumField(null=True, description='JOINED: joined\nNOT_ENABLED: not_enabled\nNO_CONTACT: no_contact\nCAP: cap\nCOOLDOWN: cooldown', enum_type=SkipReason, max_length=16)),
+                ('channel', fields.CharField(null=True, max_length=8)),
+                ('delivery', fields.ForeignKeyField('models.Delivery', source_field='delivery_id', null=True, db_constraint=True, to_field='id', related_name='invitations', on_delete=OnDelete.CASCADE)),
+                ('login_token', fields.ForeignKeyField('models.LoginToken', source_field='login_token_id', null=True, db_constraint=True, to_field='id', related_name='invitations', on_delete=OnDelete.CASCADE)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+            ],
+            options={'table': 'invitation', 'app': 'models', 'unique_together': (('campaign', 'user'),), 'indexes': [Index(fields=['user_id', 'state', 'created_at'])], 'pk_attr': 'id', 'table_description': 'One person considered by one campaign: invited (token and delivery) or skipped (reason).'},
             bases=['Model'],
         ),
         ops.CreateModel(
@@ -287,6 +336,21 @@ class Migration(migrations.Migration):
                 ('user', fields.ForeignKeyField('models.User', source_field='user_id', db_constraint=True, to_field='id', related_name='section_memberships', on_delete=OnDelete.CASCADE)),
             ],
             options={'table': 'section_member', 'app': 'models', 'unique_together': (('section', 'user'),), 'pk_attr': 'id'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='Session',
+            fields=[
+                ('id', fields.IntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('key_hash', fields.CharField(unique=True, max_length=64)),
+                ('user', fields.ForeignKeyField('models.User', source_field='user_id', db_constraint=True, to_field='id', related_name='sessions', on_delete=OnDelete.CASCADE)),
+                ('csrf_secret', fields.CharField(max_length=64)),
+                ('method', fields.CharField(default='password', max_length=16)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+                ('last_seen_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('expires_at', fields.DatetimeField(db_index=True, auto_now=False, auto_now_add=False)),
+            ],
+            options={'table': 'web_session', 'app': 'models', 'pk_attr': 'id', 'table_description': 'A signed-in browser. Only the SHA-256 of the cookie value is stored.'},
             bases=['Model'],
         ),
         ops.CreateModel(

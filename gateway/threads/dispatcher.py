@@ -40,6 +40,9 @@ from gateway.channels.base import (
 from gateway.db import dialect
 from gateway.directory.contacts import redact
 from gateway.directory.models import ContactPoint, School, User
+from gateway.invites.join_links import join_tokens
+from gateway.invites.outbox import link_url
+from gateway.invites.tokens import LoginToken, Purpose, derive_token
 from gateway.metrics import SEND_SECONDS
 from gateway.settings import Settings
 from gateway.threads.addresses import reply_token
@@ -166,33 +169,58 @@ class Dispatcher:
         return batch
 
     async def _load(self, batch: _Batch) -> None:
-        """Everything the batch needs to render, in a handful of queries."""
+        """Everything the batch needs to render, in a handful of queries.
+
+        A delivery carries a conversation's message, or (no message) a login link: the invitation
+        or sign-in link of its LoginToken, for its school. E-mail to someone who has not joined yet
+        also gets their join link (gateway.invites.join_links: one query for the batch's tokens).
+        """
         ds = batch.deliveries
-        messages = {m["id"]: m for m in await Message.filter(id__in={d.message_id for d in ds}).values(
-            "id", "conversation_id", "author_id", "body", "urgent")}
+        now = utcnow()
+        message_ids = {d.message_id for d in ds if d.message_id is not None}
+        messages = {m["id"]: m for m in await Message.filter(id__in=message_ids).values(
+            "id", "conversation_id", "author_id", "body", "urgent")} if message_ids else {}
         conversations = {c["id"]: c for c in await Conversation.filter(
-            id__in={m["conversation_id"] for m in messages.values()}).values("id", "school_id", "kind", "subject")}
-        schools = {s.id: s for s in await School.filter(id__in={c["school_id"] for c in conversations.values()})}
+            id__in={m["conversation_id"] for m in messages.values()}).values(
+            "id", "school_id", "kind", "subject")} if messages else {}
+        token_ids = {d.login_token_id for d in ds if d.message_id is None and d.login_token_id is not None}
+        tokens = {t["id"]: t for t in await LoginToken.filter(id__in=token_ids).values(
+            "id", "user_id", "purpose", "salt", "expires_at", "used_at")} if token_ids else {}
+        school_ids = {c["school_id"] for c in conversations.values()} | {
+            d.school_id for d in ds if d.message_id is None and d.school_id is not None}
+        schools = {s.id: s for s in await School.filter(id__in=school_ids)}
         recipient_ids = {d.recipient_id for d in ds}
         user_ids = recipient_ids | {m["author_id"] for m in messages.values() if m["author_id"]}
-        users = {u["id"]: u for u in await User.filter(id__in=user_ids).values("id", "name", "locale")}
+        users = {u["id"]: u for u in await User.filter(id__in=user_ids).values(
+            "id", "name", "locale", "joined_at", "login_enabled")}
         salts = {
             (t["conversation_id"], t["user_id"]): t["salt"]
             for t in await ReplyToken.filter(
                 conversation_id__in=list(conversations), user_id__in=list(recipient_ids)
             ).values("conversation_id", "user_id", "salt")
-        }
+        } if conversations else {}
         contacts: dict[int, list[Contact]] = defaultdict(list)
         for cp in await ContactPoint.filter(user_id__in=recipient_ids).order_by("id"):
             contacts[cp.user_id].append(Contact(cp.kind, cp.address, cp.problem))
         batch.contacts = contacts
+        unjoined = {d.recipient_id for d in ds if d.message_id is not None and d.channel == "email"
+                    and users[d.recipient_id]["joined_at"] is None}
+        join = await join_tokens(unjoined, {uid: users[uid]["login_enabled"] for uid in unjoined},
+                                 self.settings.secret_key, now=now) if unjoined else {}
         for d in ds:
+            recipient = users[d.recipient_id]
+            if d.message_id is None:
+                token = tokens.get(d.login_token_id)  # type: ignore[arg-type]
+                school = batch.schools[d.id] = schools[d.school_id]  # type: ignore[index]
+                batch.contexts[d.id] = self._link_context(d, token, school, recipient, now)
+                continue
             message = messages[d.message_id]
             conversation = conversations[message["conversation_id"]]
             school = batch.schools[d.id] = schools[conversation["school_id"]]
             salt = salts.get((conversation["id"], d.recipient_id))
             author = users.get(message["author_id"]) if message["author_id"] else None
             kind = conversation["kind"].value if hasattr(conversation["kind"], "value") else conversation["kind"]
+            join_token = join.get(d.recipient_id) if d.channel == "email" else None
             batch.contexts[d.id] = OutboundContext(
                 delivery_id=d.id,
                 conversation_id=conversation["id"],
@@ -205,11 +233,50 @@ class Dispatcher:
                 urgent=message["urgent"],
                 author_name=author["name"] if author else None,
                 school_name=school.name,
-                locale=users[d.recipient_id]["locale"] or school.default_locale,
+                locale=recipient["locale"] or school.default_locale,
                 reply_token=reply_token(self.settings.secret_key, salt) if salt else None,
                 reply_domain=school.reply_domain or self.settings.reply_domain,
                 short_link=kind == "newsletter" and d.channel == "sms",
+                join_link=link_url(self.settings.public_url, Purpose.FIRST_LOGIN, join_token) if join_token else None,
             )
+
+    def _link_context(self, d: Delivery, token: dict | None, school: School, recipient: dict,
+                      now: datetime) -> OutboundContext:
+        """The context of an invitation or sign-in link: the link is derived again from the token's salt."""
+        problem = None
+        link = None
+        purpose = Purpose(token["purpose"]) if token else Purpose.FIRST_LOGIN
+        if token is None:
+            problem = "no_token"
+        elif token["used_at"] is not None:
+            problem = "used"  # used (or revoked) while it waited in the outbox
+        elif token["expires_at"] <= now:
+            problem = "expired"
+        elif purpose is Purpose.FIRST_LOGIN and recipient["joined_at"] is not None:
+            problem = "joined"  # joined meanwhile, through another link
+        else:
+            link = link_url(self.settings.public_url, purpose, derive_token(self.settings.secret_key, purpose, token["salt"]))
+        return OutboundContext(
+            delivery_id=d.id,
+            conversation_id=None,
+            channel=d.channel,
+            to=d.address or "",
+            sms_sender=d.sender,
+            kind="invitation" if purpose is Purpose.FIRST_LOGIN else "login_link",
+            subject="",
+            body="",
+            urgent=d.urgent,
+            author_name=None,
+            school_name=school.name,
+            locale=recipient["locale"] or school.default_locale,
+            reply_token=None,
+            reply_domain=school.reply_domain or self.settings.reply_domain,
+            link=link,
+            link_expires_at=token["expires_at"] if token else None,
+            link_problem=problem,
+            recipient_name=recipient["name"],
+            school_timezone=school.timezone,
+        )
 
     # ------------------------------------------------------------------ send
 

@@ -93,10 +93,19 @@ class Message(Model):
 
 
 class Delivery(Model):
-    """The outbox: one row per (message, recipient, channel)."""
+    """The outbox: one row per (message, recipient, channel), or per (login link, channel).
+
+    A delivery carries either a conversation's Message or, with no message, a login link: the
+    LoginToken whose link it sends (an invitation or a sign-in link, rendered when it is sent) and
+    the school it is sent for.
+    """
 
     id = fields.IntField(primary_key=True)
-    message = fields.ForeignKeyField("models.Message", related_name="deliveries")
+    message = fields.ForeignKeyField("models.Message", related_name="deliveries", null=True)
+    login_token = fields.ForeignKeyField("models.LoginToken", related_name="deliveries", null=True)
+    school = fields.ForeignKeyField("models.School", related_name="link_deliveries", null=True)  # login links only
+    # A login link the person just asked for is not held back by quiet hours (messages use Message.urgent).
+    urgent = fields.BooleanField(default=False)
     recipient = fields.ForeignKeyField("models.User", related_name="deliveries")
     channel = fields.CharField(max_length=8)  # sms | email
     address = fields.CharField(max_length=320, null=True)  # the contact point used (null if suppressed)
@@ -116,7 +125,7 @@ class Delivery(Model):
 
     class Meta:
         table = "delivery"
-        indexes = (("status", "next_attempt_at"), ("provider_id",), ("recipient_id", "channel"))
+        indexes = (("status", "next_attempt_at"), ("provider_id",), ("recipient_id", "channel"), ("login_token_id",))
 
 
 class ReplyToken(Model):

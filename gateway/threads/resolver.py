@@ -84,7 +84,9 @@ async def _by_token(tokens: list[str], sender: str, routed_by: RoutedBy) -> Reso
 
 
 async def _by_message_id(message_id: str, sender: str) -> Resolution | None:
-    delivery = await Delivery.filter(provider_id=message_id, channel="email").select_related("message").first()
+    # Invitations and login links are deliveries without a conversation: they route nothing.
+    delivery = await Delivery.filter(provider_id=message_id, channel="email", message_id__isnull=False).select_related(
+        "message").first()
     if delivery is None:
         return None
     return Resolution(delivery.message.conversation_id, delivery.recipient_id, RoutedBy.REFERENCES,
@@ -123,7 +125,8 @@ async def resolve_sms(msg: InboundMessage) -> Resolution | Unresolved:
     if route is not None:
         user_id = route.user_id or await _texted_person(route.conversation_id, phone)
         return Resolution(route.conversation_id, user_id, RoutedBy.SMS_POOL)
-    last = await Delivery.filter(channel="sms", address=phone).order_by("-id").select_related("message").first()
+    last = await Delivery.filter(channel="sms", address=phone, message_id__isnull=False).order_by("-id").select_related(
+        "message").first()
     if last is not None:
         return Resolution(last.message.conversation_id, last.recipient_id, RoutedBy.SENDER_FALLBACK)
     # A conversation that reached them only by e-mail, answered by text (cross-channel threads).

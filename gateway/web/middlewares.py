@@ -1,19 +1,27 @@
-"""Error handling: clear errors, never a stack trace, JSON for machines and pages for people."""
+"""Error handling: clear errors, never a stack trace, JSON for machines and pages for people.
+
+Machine paths (/api/, /webhooks/) get `{"error": {"code", "message"}}`. Everything else gets the
+error page (templates/error.html) in the user's language: the signed-in user's locale, else the
+browser's Accept-Language, else English, with a short explanation per status.
+"""
 from __future__ import annotations
 
 import logging
 from typing import Awaitable, Callable
 
+import aiohttp_jinja2
 from aiohttp import web
 from pydantic import ValidationError
 
 from gateway.errors import GatewayError, validation_message
+from gateway.i18n import _
 from gateway.web.errors_json import error_response
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 MACHINE_PREFIXES = ("/api/", "/webhooks/")
+KEPT_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate")
 
 
 def _wants_json(request: web.Request) -> bool:
@@ -37,7 +45,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         if _wants_json(request):
             return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
-        raise
+        response = _page(request, exc.status, "")
+        for name in KEPT_HEADERS:
+            if name in exc.headers:
+                response.headers[name] = exc.headers[name]
+        return response
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return _answer(request, 500, "internal", "something went wrong on our side; nothing was half-written")
@@ -46,4 +58,43 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 def _answer(request: web.Request, status: int, code: str, message: str) -> web.Response:
     if _wants_json(request):
         return error_response(status, code, message)
-    return web.Response(status=status, text=f"{status}: {message}", content_type="text/plain")
+    return _page(request, status, code)
+
+
+def _texts(status: int, code: str) -> tuple[str, str]:
+    """(title, explanation) of the error page, in the current language."""
+    if code == "csrf":
+        return (_("This form has expired"),
+                _("For your safety, forms only work for a while and only from this site. Go back, reload the "
+                  "page and try again."))
+    if status == 404:
+        return _("Page not found"), _("The address may be mistyped, or the page no longer exists.")
+    if status == 403:
+        return _("Not allowed"), _("You do not have access to this page.")
+    if status == 405:
+        return _("Not allowed"), _("This page cannot be used that way.")
+    if status == 413:
+        return _("Too large"), _("What you sent is larger than we accept.")
+    if status == 429:
+        return _("Too many attempts"), _("Please wait a few minutes and try again.")
+    if status >= 500:
+        return (_("Something went wrong on our side"),
+                _("Nothing was half-saved. Please try again in a moment."))
+    return _("Something is not right"), _("We could not understand this request. Go back and try again.")
+
+
+def _page(request: web.Request, status: int, code: str) -> web.Response:
+    from gateway.web.pages import use_language
+    from gateway.web.sessions import current_user
+
+    try:
+        user = current_user(request)
+        lang = use_language(request, user.locale if user else None)
+        title, message = _texts(status, code)
+        response = aiohttp_jinja2.render_template(
+            "error.html", request, {"lang": lang, "title": title, "message": message}, status=status)
+        response.headers["Cache-Control"] = "no-store"
+        return response
+    except Exception:  # the error page itself must never fail
+        log.exception("could not render the error page for %s", request.path)
+        return web.Response(status=status, text=f"{status}", content_type="text/plain")

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 from gateway.web.schemas import (
     AttachIn,
     CommunicationIn,
+    InvitationCampaignIn,
     ReplyIn,
     SchoolPatch,
     UsersPut,
@@ -55,7 +56,16 @@ def build_openapi() -> dict[str, Any]:
                {"type": "string", "pattern": "^[0-9]+$"}),
     ]
     schemas: dict[str, Any] = {"Error": ERROR}
-    for model in (SchoolPatch, UsersPut, CommunicationIn, ReplyIn, AttachIn):
+    campaigns = _op("Invitation campaigns of this school, newest first, 100 a page")
+    campaigns["parameters"] = [
+        _query("before", "only campaigns older than this id (the next_before of the previous page)",
+               {"type": "string", "pattern": "^[0-9]+$"}),
+    ]
+    start = _op("Start an invitation campaign (202, planned in the background); a dry run answers 200 with "
+                "the counts and writes no invitation", body=InvitationCampaignIn, ok=202)
+    start["responses"]["200"] = {"description": "dry run: the counts",
+                                 "content": {"application/json": {"schema": {"type": "object"}}}}
+    for model in (SchoolPatch, UsersPut, CommunicationIn, ReplyIn, AttachIn, InvitationCampaignIn):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
@@ -78,6 +88,9 @@ def build_openapi() -> dict[str, Any]:
             "/inbound": {"get": inbound},
             "/inbound/{id}/attach": {"post": _op("Put an unmatched inbound item into a conversation", body=AttachIn,
                                                  ok=201, params=["id"])},
+            "/invitation-campaigns": {"get": campaigns, "post": start},
+            "/invitation-campaigns/{id}": {"get": _op("One campaign: its state, counts and delivery progress",
+                                                      params=["id"])},
         },
     }
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.web import api, api_inbound, openapi, pages, webhooks
+from gateway.invites import join
+from gateway.web import api, api_inbound, api_invites, openapi, pages, pages_auth, webhooks
 
 
 def setup_routes(app: web.Application) -> None:
@@ -13,6 +14,18 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/m/{token}", pages.message_view)
     app.router.add_route("GET", "/unsubscribe/{token}", pages.unsubscribe)
     app.router.add_route("POST", "/unsubscribe/{token}", pages.unsubscribe)
+    app.router.add_get("/", pages_auth.root)
+    app.router.add_get("/login", pages_auth.login_page)
+    app.router.add_post("/login", pages_auth.login)
+    app.router.add_post("/login/link", pages_auth.request_link)  # before /login/{token}
+    app.router.add_route("GET", "/login/{token}", pages_auth.login_link)
+    app.router.add_route("POST", "/login/{token}", pages_auth.login_link)
+    app.router.add_route("GET", "/join/{token}", join.join)
+    app.router.add_route("POST", "/join/{token}", join.join)
+    app.router.add_post("/logout", pages_auth.logout)
+    app.router.add_get("/inbox", pages_auth.inbox)
+    app.router.add_route("GET", "/password", pages_auth.password)
+    app.router.add_route("POST", "/password", pages_auth.password)
     app.router.add_post("/webhooks/twilio/sms", webhooks.twilio_sms)
     app.router.add_post("/webhooks/twilio/status", webhooks.twilio_status)
     app.router.add_post("/webhooks/email", webhooks.inbound_email)
@@ -28,4 +41,7 @@ def setup_routes(app: web.Application) -> None:
     api_app.router.add_post("/conversations/{id}/messages", api.post_message)
     api_app.router.add_get("/inbound", api_inbound.list_inbound)
     api_app.router.add_post("/inbound/{id}/attach", api_inbound.attach_inbound)
+    api_app.router.add_post("/invitation-campaigns", api_invites.post_campaign)
+    api_app.router.add_get("/invitation-campaigns", api_invites.list_campaigns)
+    api_app.router.add_get("/invitation-campaigns/{id}", api_invites.get_campaign)
     app.add_subapp("/api/v1", api_app)

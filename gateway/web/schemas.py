@@ -3,7 +3,7 @@ describe the API in /api/v1/openapi.json."""
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -101,3 +101,14 @@ class ReplyIn(Strict):
 
 class AttachIn(Strict):
     conversation_id: int = Field(gt=0, description="a conversation of this school")
+
+
+class InvitationCampaignIn(Strict):
+    audiences: list[Literal["staff", "guardians", "students"]] = Field(
+        min_length=1, max_length=3, description="who to invite; students only where their login is enabled",
+        examples=[["guardians", "staff"]])
+    dry_run: bool = Field(default=False, description="count who would be invited and skipped; write nothing")
+    cooldown_days: int = Field(default=7, ge=0, le=365,
+                               description="skip people invited (by any campaign) fewer than this many days ago")
+    max_invitations: int = Field(default=10, ge=1, le=100,
+                                 description="skip people invited this many times already (lifetime cap)")
