@@ -56,7 +56,15 @@ def peak_rss_mb() -> float:
 
 
 async def seed(url: str, n: int) -> None:
-    from gateway.directory.models import ChannelPreference, ContactKind, ContactPoint, Membership, Role, School, User
+    from gateway.directory.models import (
+        ChannelPreference,
+        ContactKind,
+        ContactPoint,
+        Membership,
+        Role,
+        School,
+        User,
+    )
 
     async with open_database(url, create_schema=True):
         school = await School.create(slug="bench", name="Bench School", quiet_hours_start=0, quiet_hours_end=0,
@@ -211,7 +219,7 @@ async def plan(url: str, settings) -> None:
         assert done is not None and done.error is None, done
         rows = await Invitation.filter(campaign_id=campaign.id).count()
         deliveries = await Delivery.filter(message_id=None).count()
-    print(f"planning: {done.targeted:,} people in {elapsed:.2f} s (target <= 5 s): invited {done.invited:,} "
+    print(f"planning: {done.targeted:,} people in {elapsed:.2f} s (target <= 5 s on SQLite): invited {done.invited:,} "
           f"({deliveries:,} deliveries), skipped joined {done.skipped_joined:,}, not enabled "
           f"{done.skipped_not_enabled:,}, no contact {done.skipped_no_contact:,}; {rows:,} invitation rows")
     print(f"peak resident memory: {peak:.0f} MB (target <= 300 MB; {before:.0f} MB before planning)")

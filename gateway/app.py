@@ -27,9 +27,9 @@ from gateway.threads.inbound import InboundProcessor
 from gateway.web import keys
 from gateway.web.api_invites import campaign_runner
 from gateway.web.middlewares import error_middleware
+from gateway.web.routes import setup_routes
 from gateway.web.sessions import csrf_middleware, session_middleware
 from gateway.web.throttle import LIMITS, AuthLimits
-from gateway.web.routes import setup_routes
 
 log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).resolve().parent / "web" / "templates"

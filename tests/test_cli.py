@@ -11,7 +11,13 @@ import pytest
 from tortoise.backends.base.executor import EXECUTOR_CACHE
 
 from gateway.db import open_database
-from gateway.directory.models import ApiKey, ContactPoint, Membership, Relationship, School
+from gateway.directory.models import (
+    ApiKey,
+    ContactPoint,
+    Membership,
+    Relationship,
+    School,
+)
 from gateway.directory.schools import authenticate_api_key
 
 GATEWAY = Path(sys.executable).with_name("gateway")

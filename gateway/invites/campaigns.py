@@ -42,7 +42,13 @@ from tortoise.transactions import in_transaction
 
 from gateway.channels.base import DeliveryStatus
 from gateway.db import dialect
-from gateway.directory.models import AuditLog, ContactKind, ContactPoint, Membership, Role, School, User
+from gateway.directory.models import (
+    AuditLog,
+    ContactKind,
+    Membership,
+    Role,
+    School,
+)
 from gateway.invites.models import (
     AUDIENCES,
     CampaignState,
@@ -52,7 +58,13 @@ from gateway.invites.models import (
     SkipReason,
 )
 from gateway.invites.outbox import sms_sender
-from gateway.invites.tokens import FIRST_LOGIN_TTL, LoginToken, Purpose, derive_token, hash_token
+from gateway.invites.tokens import (
+    FIRST_LOGIN_TTL,
+    LoginToken,
+    Purpose,
+    derive_token,
+    hash_token,
+)
 from gateway.threads.models import Delivery
 from gateway.threads.quiet_hours import quiet_until
 
@@ -448,7 +460,8 @@ def db_value(value: object) -> object:
 
 async def insert_rows(conn: BaseDBAsyncClient, model: type[Model], columns: Sequence[str], rows: list[tuple],
                       now: datetime) -> None:
-    """INSERT `rows` (values for `columns`, already in database form) with one executemany.
+    """INSERT `rows` (values for `columns`, already in database form): executemany on SQLite, COPY on
+    PostgreSQL.
 
     Every other column of the table gets its field's default (auto_now fields: `now`), so a field
     added to the model with a default needs no change here. This is bulk_create without building a
@@ -474,11 +487,16 @@ async def insert_rows(conn: BaseDBAsyncClient, model: type[Model], columns: Sequ
         extra_columns.append(column)
         extra_values.append(db_value(value.value if isinstance(value, enum.Enum) else value))
     names = [meta.fields_db_projection[c] for c in columns] + extra_columns
+    extra = tuple(extra_values)
+    if conn.capabilities.dialect == "postgres":
+        # COPY: an order of magnitude faster than executemany (constraints are checked all the same).
+        async with conn.acquire_connection() as raw:
+            await raw.copy_records_to_table(meta.db_table, records=[row + extra for row in rows], columns=names)
+        return
     marks = ", ".join("?" * len(names))
     sql = _placeholders(conn, f'INSERT INTO "{meta.db_table}" ({", ".join(chr(34) + n + chr(34) for n in names)}) '
                               f'VALUES ({marks})')
-    extra = tuple(extra_values)
-    # One prepared statement, executemany: sqlite3 and asyncpg (which pipelines it) are fastest this way.
+    # One prepared statement, executemany: the fastest way into SQLite.
     for start in range(0, len(rows), 1000):
         await conn.execute_many(sql, [row + extra for row in rows[start:start + 1000]])
 
@@ -560,7 +578,7 @@ class CampaignRunner:
                 log.exception("looking for unfinished invitation campaigns failed")
             try:
                 await asyncio.wait_for(stop.wait(), timeout=self.sweep_seconds)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def wait_idle(self, timeout: float | None = None) -> None:

@@ -20,7 +20,13 @@ from tortoise.transactions import in_transaction
 
 from gateway.directory.models import User
 from gateway.i18n import available_locales, best_locale
-from gateway.invites.passwords import check_new_password, cost_for, hash_password, personal_words_of, store_password
+from gateway.invites.passwords import (
+    check_new_password,
+    cost_for,
+    hash_password,
+    personal_words_of,
+    store_password,
+)
 from gateway.invites.tokens import LoginToken, Purpose, check_token, consume_token
 from gateway.web import keys, throttle
 from gateway.web.pages import use_language

@@ -1,15 +1,24 @@
-from tortoise import migrations
-from tortoise.migrations import operations as ops
 import functools
+from json import dumps, loads
+
+from tortoise import fields, migrations
+from tortoise.fields.base import OnDelete
+from tortoise.indexes import Index
+from tortoise.migrations import operations as ops
+
 from gateway.channels.base import DeliveryStatus
 from gateway.directory.models import ChannelPreference, ContactKind, Role
 from gateway.invites.models import CampaignState, InvitationState, SkipReason
 from gateway.invites.tokens import Purpose
-from gateway.threads.models import ConversationKind, ConversationState, Direction, InboundOutcome, Origin, RoutedBy
-from json import dumps, loads
-from tortoise.fields.base import OnDelete
-from tortoise import fields
-from tortoise.indexes import Index
+from gateway.threads.models import (
+    ConversationKind,
+    ConversationState,
+    Direction,
+    InboundOutcome,
+    Origin,
+    RoutedBy,
+)
+
 
 class Migration(migrations.Migration):
     initial = True

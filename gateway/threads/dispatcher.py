@@ -51,7 +51,7 @@ from gateway.threads.models import Conversation, Delivery, Message, ReplyToken
 from gateway.threads.outcomes import Outcome, OutcomeRecorder
 from gateway.threads.quiet_hours import quiet_until
 from gateway.threads.rate_limit import RateLimiter
-from gateway.threads.render import OutboundContext, render
+from gateway.threads.render import LinkUnusable, OutboundContext, render
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +211,10 @@ class Dispatcher:
             recipient = users[d.recipient_id]
             if d.message_id is None:
                 token = tokens.get(d.login_token_id)  # type: ignore[arg-type]
-                school = batch.schools[d.id] = schools[d.school_id]  # type: ignore[index]
+                school = schools.get(d.school_id)  # type: ignore[arg-type]
+                if school is None:  # never written so; fail this one delivery, not the whole batch
+                    school, token = School(name="", timezone="UTC", quiet_hours_start=0, quiet_hours_end=0), None
+                batch.schools[d.id] = school
                 batch.contexts[d.id] = self._link_context(d, token, school, recipient, now)
                 continue
             message = messages[d.message_id]
@@ -309,6 +312,10 @@ class Dispatcher:
             return
         try:
             item: OutboundItem = render(ctx, self.settings)
+        except LinkUnusable as exc:  # expired, used, or the person joined meanwhile: nothing to send
+            self.outcomes.record(Outcome(d, DeliveryStatus.SUPPRESSED, error_code="suppressed",
+                                         error_reason=str(exc)[:500]))
+            return
         except Exception as exc:  # a template bug must not take the worker down
             log.exception("rendering delivery %s failed", d.id)
             self.outcomes.record(Outcome(d, DeliveryStatus.FAILED, error_code="render", error_reason=str(exc)[:500]))

@@ -12,7 +12,12 @@ from typing import Any, AsyncIterator
 from aiohttp import web
 
 from gateway.errors import InvalidInput, NotFound
-from gateway.invites.campaigns import CampaignRunner, create_campaign, delivery_progress, run_campaign
+from gateway.invites.campaigns import (
+    CampaignRunner,
+    create_campaign,
+    delivery_progress,
+    run_campaign,
+)
 from gateway.invites.models import InvitationCampaign
 from gateway.web import keys
 from gateway.web.api import _actor, read_json

@@ -33,7 +33,14 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from gateway.directory.contacts import InvalidAddress, normalize_email, normalize_phone
-from gateway.directory.models import ContactKind, ContactPoint, Membership, Role, School, User
+from gateway.directory.models import (
+    ContactKind,
+    ContactPoint,
+    Membership,
+    Role,
+    School,
+    User,
+)
 from gateway.i18n import _, available_locales, babel_locale, ngettext
 from gateway.invites.passwords import (
     PasswordProblem,
@@ -45,13 +52,19 @@ from gateway.invites.passwords import (
     store_password,
     verify_password,
 )
-from gateway.invites.tokens import LOGIN_TTL, Purpose, check_token, consume_token, issue_token
+from gateway.invites.tokens import (
+    LOGIN_TTL,
+    Purpose,
+    check_token,
+    consume_token,
+    issue_token,
+)
 from gateway.web import keys, throttle
 from gateway.web.pages import use_language
 from gateway.web.sessions import (
+    csrf_token,
     current_session,
     current_user,
-    csrf_token,
     end_session,
     end_sessions_of,
     sign_in,

@@ -4,7 +4,15 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.invites import join
-from gateway.web import api, api_inbound, api_invites, openapi, pages, pages_auth, webhooks
+from gateway.web import (
+    api,
+    api_inbound,
+    api_invites,
+    openapi,
+    pages,
+    pages_auth,
+    webhooks,
+)
 
 
 def setup_routes(app: web.Application) -> None:

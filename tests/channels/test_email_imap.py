@@ -30,7 +30,6 @@ from gateway.threads.models import InboundEvent
 from tests.conftest import require
 from tests.fakes.dovecot import CuttingProxy, DovecotServer, make_reply
 
-
 SEEN = "\\Seen"
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.channels import email_smtp
 from gateway.channels.base import (
     ChannelKind,
     ContactProblem,
@@ -19,7 +20,6 @@ from gateway.channels.base import (
     PermanentSendError,
     TransientSendError,
 )
-from gateway.channels import email_smtp
 from gateway.channels.email_smtp import SmtpEmailChannel, build_mime
 from tests.fakes.smtp import FakeSmtp
 

@@ -5,7 +5,11 @@ import time
 
 import pytest
 
-from gateway.channels.sms_segments import SegmentCount, count_segments, non_gsm_characters
+from gateway.channels.sms_segments import (
+    SegmentCount,
+    count_segments,
+    non_gsm_characters,
+)
 
 EMOJI = "\U0001F600"   # 😀: outside the BMP, a surrogate pair (2 UTF-16 units)
 

@@ -3,7 +3,12 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.directory.contacts import InvalidAddress, normalize_email, normalize_phone, redact
+from gateway.directory.contacts import (
+    InvalidAddress,
+    normalize_email,
+    normalize_phone,
+    redact,
+)
 from gateway.directory.users import normalize_locale
 
 

@@ -5,7 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from gateway.directory.models import Membership, Relationship, Role, Section, SectionMember
+from gateway.directory.models import (
+    Membership,
+    Relationship,
+    Role,
+    Section,
+    SectionMember,
+)
 from gateway.directory.roster import RosterError, parse_roster, read_roster
 from gateway.directory.users import upsert_users
 

@@ -6,7 +6,13 @@ from datetime import datetime, timezone
 import pytest
 
 from gateway.directory.models import ApiKey, AuditLog, School
-from gateway.directory.schools import InvalidKeyName, InvalidSlug, authenticate_api_key, create_api_key, hash_api_key
+from gateway.directory.schools import (
+    InvalidKeyName,
+    InvalidSlug,
+    authenticate_api_key,
+    create_api_key,
+    hash_api_key,
+)
 
 
 async def test_create_api_key_creates_the_school_once(db):

@@ -43,10 +43,10 @@ async def test_an_email_answering_an_invitation_is_kept_for_triage(client, peopl
     await run_campaign(campaign.id, settings.secret_key)
     invitation = await Delivery.get(address="john@family.example")
     await Delivery.filter(id=invitation.id).update(status="sent", provider_id="<d1.abc@reply.school.test>")
-    raw = ("From: John Smith <john@family.example>\r\nTo: school@reply.school.test\r\nSubject: Re: invitation\r\n"
-           "Message-ID: <r1@family.example>\r\nIn-Reply-To: <d1.abc@reply.school.test>\r\n"
-           "References: <d1.abc@reply.school.test>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
-           "What is this?\r\n").encode()
+    raw = (b"From: John Smith <john@family.example>\r\nTo: school@reply.school.test\r\nSubject: Re: invitation\r\n"
+           b"Message-ID: <r1@family.example>\r\nIn-Reply-To: <d1.abc@reply.school.test>\r\n"
+           b"References: <d1.abc@reply.school.test>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+           b"What is this?\r\n")
     response = await client.post("/webhooks/email", data=raw, headers={
         "Content-Type": "message/rfc822", "Authorization": f"Bearer {SECRET}"})
     assert response.status == 202, await response.text()

@@ -1,5 +1,6 @@
 """The outbound channel decision (DESIGN section 5), one rule at a time."""
-from gateway.directory.models import ChannelPreference as Pref, ContactKind
+from gateway.directory.models import ChannelPreference as Pref
+from gateway.directory.models import ContactKind
 from gateway.threads.channel_choice import Contact, Route, choose_routes
 
 PHONE = Contact(ContactKind.PHONE, "+14155550142")

@@ -7,7 +7,14 @@ import pytest
 
 from gateway.channels.base import DeliveryStatus
 from gateway.directory.models import ContactPoint, Membership, School
-from gateway.threads.models import Conversation, Delivery, Message, Participant, ReplyToken, SmsRoute
+from gateway.threads.models import (
+    Conversation,
+    Delivery,
+    Message,
+    Participant,
+    ReplyToken,
+    SmsRoute,
+)
 
 
 async def user_id(ext: str) -> int:

@@ -1,7 +1,6 @@
 """Pages without sign-in: the dev mailbox, metrics, the newsletter view and one-click unsubscribe."""
 from __future__ import annotations
 
-
 from gateway.channels.dev import DevEmailChannel, DevSmsChannel
 from gateway.directory.models import Membership, User
 from gateway.settings import SmtpSettings
