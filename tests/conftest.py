@@ -21,11 +21,14 @@ from aiohttp.test_utils import TestClient
 from tortoise.backends.base.executor import EXECUTOR_CACHE
 
 from gateway.app import create_app
+from gateway.channels.email_smtp import SmtpEmailChannel
+from gateway.channels.twilio_sms import TwilioSmsChannel
 from gateway.db import open_database
 from gateway.directory.models import School
 from gateway.directory.schools import create_api_key
 from gateway.directory.users import UserIn, upsert_users
-from gateway.settings import Settings, load_settings
+from gateway.settings import Settings, TwilioSettings, load_settings
+from gateway.threads.dispatcher import Dispatcher
 
 pytest_plugins = ["tests.fakes.twilio", "tests.fakes.smtp", "tests.fakes.dovecot"]
 
@@ -183,3 +186,24 @@ PEOPLE = [
 async def people(school: School) -> School:
     await upsert_users(school, [UserIn.model_validate(p) for p in PEOPLE])
     return school
+
+
+# Provider fakes wired to the real channels and a dispatcher (outbox tests).
+@pytest.fixture
+def twilio_settings(settings: Settings, fake_twilio: Any) -> Settings:
+    return replace(settings, twilio=TwilioSettings(fake_twilio.account_sid, fake_twilio.auth_token, fake_twilio.url))
+
+
+@pytest.fixture
+async def channels(fake_twilio: Any, fake_smtp: Any) -> AsyncIterator[dict[str, Any]]:
+    sms = await TwilioSmsChannel.open(fake_twilio.account_sid, fake_twilio.auth_token, api_base_url=fake_twilio.url,
+                                      timeout=2)
+    email = SmtpEmailChannel(fake_smtp.host, fake_smtp.port, pool_size=2, timeout=5)
+    yield {"sms": sms, "email": email}
+    await sms.close()
+    await email.close()
+
+
+@pytest.fixture
+def dispatcher(twilio_settings: Settings, channels: dict[str, Any]) -> Dispatcher:
+    return Dispatcher(twilio_settings, channels, worker_id="w1")

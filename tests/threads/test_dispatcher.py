@@ -7,37 +7,12 @@ from collections import Counter
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
-import pytest
-
 from gateway.channels.base import ChannelKind, DeliveryStatus, OutboundItem, SendResult
-from gateway.channels.email_smtp import SmtpEmailChannel
-from gateway.channels.twilio_sms import TwilioSmsChannel
 from gateway.directory.models import ContactPoint, School
-from gateway.settings import Settings, TwilioSettings
 from gateway.threads.addresses import hash_token
 from gateway.threads.compose import RecipientSpec, send_communication
 from gateway.threads.dispatcher import Dispatcher
 from gateway.threads.models import ConversationKind, Delivery, ReplyToken
-
-
-@pytest.fixture
-def twilio_settings(settings: Settings, fake_twilio) -> Settings:
-    return replace(settings, twilio=TwilioSettings(fake_twilio.account_sid, fake_twilio.auth_token, fake_twilio.url))
-
-
-@pytest.fixture
-async def channels(fake_twilio, fake_smtp):
-    sms = await TwilioSmsChannel.open(fake_twilio.account_sid, fake_twilio.auth_token, api_base_url=fake_twilio.url,
-                                      timeout=2)
-    email = SmtpEmailChannel(fake_smtp.host, fake_smtp.port, pool_size=2, timeout=5)
-    yield {"sms": sms, "email": email}
-    await sms.close()
-    await email.close()
-
-
-@pytest.fixture
-def dispatcher(twilio_settings: Settings, channels) -> Dispatcher:
-    return Dispatcher(twilio_settings, channels, worker_id="w1")
 
 
 async def send(school: School, secret: str, *, to: list[str], kind=ConversationKind.CONVERSATION, sender="t-rivera",
