@@ -117,7 +117,8 @@ async def _inbound(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     dispatcher = app.get(keys.DISPATCHER)
     processor = InboundProcessor({settings.reply_domain}, on_queued=dispatcher.wake if dispatcher else None,
-                                 concurrency=4 if is_postgres(settings.database_url) else 1)
+                                 concurrency=4 if is_postgres(settings.database_url) else 1,
+                                 yield_to_intake=not is_postgres(settings.database_url))
     app[keys.INBOUND] = processor
     stop = asyncio.Event()
     # Where workers run, they also sweep up replies a crashed process stored but never routed.
