@@ -57,7 +57,6 @@ from gateway.invites.models import (
     InvitationState,
     SkipReason,
 )
-from gateway.invites.outbox import sms_sender
 from gateway.invites.tokens import (
     FIRST_LOGIN_TTL,
     LoginToken,
@@ -67,6 +66,7 @@ from gateway.invites.tokens import (
 )
 from gateway.threads.models import Delivery
 from gateway.threads.quiet_hours import quiet_until
+from gateway.threads.sms_pool import link_sender
 
 log = logging.getLogger(__name__)
 
@@ -434,7 +434,7 @@ async def _write_prepared(campaign: InvitationCampaign, school: School, prepared
                 "login_token_id", "school_id", "recipient_id", "channel", "address", "sender", "status",
                 "next_attempt_at"), [
                 (token_ids[d.user_id], school.id, d.user_id, d.channel, d.address,
-                 sms_sender(pool, d.user_id) if d.channel == "sms" else None, queued,
+                 link_sender(pool, d.user_id) if d.channel == "sms" else None, queued,
                  later if d.channel == "sms" else stamp)
                 for d in invite
             ], now)

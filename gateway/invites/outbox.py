@@ -26,6 +26,7 @@ from gateway.threads.channel_choice import (
     usable_address,
 )
 from gateway.threads.models import Delivery
+from gateway.threads.sms_pool import link_sender
 
 LINK_PATHS = {Purpose.FIRST_LOGIN: "/join/", Purpose.LOGIN: "/login/"}
 
@@ -33,12 +34,6 @@ LINK_PATHS = {Purpose.FIRST_LOGIN: "/join/", Purpose.LOGIN: "/login/"}
 def link_url(public_url: str, purpose: Purpose | str, token: str) -> str:
     """The magic link for `token`: /join/<token> for a first login, /login/<token> for a sign-in link."""
     return f"{public_url.rstrip('/')}{LINK_PATHS[Purpose(purpose)]}{token}"
-
-
-def sms_sender(pool: Sequence[str], user_id: int) -> str | None:
-    """Which of the school's numbers texts a link to this person: spread over the pool (each number
-    has its own rate limit), the same number for the same person every time."""
-    return pool[user_id % len(pool)] if pool else None
 
 
 def link_route(contacts: Sequence[Contact], pool: Sequence[str], channel: str | None = None) -> Route | None:
@@ -80,6 +75,6 @@ async def queue_link_message(user_id: int, school_id: int, purpose: Purpose, tok
         return None
     return await Delivery.create(
         message_id=None, login_token_id=token.id, school_id=school.id, recipient_id=user_id, channel=route.channel,
-        address=route.address, sender=sms_sender(school.sms_numbers or [], user_id) if route.channel == SMS else None,
+        address=route.address, sender=link_sender(school.sms_numbers or [], user_id) if route.channel == SMS else None,
         urgent=True, next_attempt_at=datetime.now(timezone.utc),
     )

@@ -8,23 +8,31 @@ from __future__ import annotations
 from datetime import datetime
 
 from gateway.channels.base import DeliveryStatus
-from gateway.directory.models import ContactPoint
+from gateway.directory.models import ContactPoint, School
 from gateway.threads.channel_choice import OTHER, Contact, usable_address
 from gateway.threads.models import Delivery, Message
-from gateway.threads.sms_pool import assign_sms_senders
+from gateway.threads.sms_pool import assign_sms_senders, link_sender
 
 
 async def fall_back(failed: Delivery, now: datetime) -> Delivery | None:
-    """Queue `failed`'s message on the other channel; None when there is none or it exists already."""
-    if failed.message_id is None:
-        return await _link_fall_back(failed, now)
+    """Queue what `failed` carried on the other channel; None when there is no usable address there,
+    the school cannot text, or it was queued there already."""
     other = OTHER[failed.channel]
-    if await Delivery.filter(message_id=failed.message_id, recipient_id=failed.recipient_id, channel=other).exists():
+    same_item = ({"message_id": failed.message_id} if failed.message_id is not None
+                 else {"login_token_id": failed.login_token_id})
+    if None in same_item.values() or await Delivery.filter(
+            recipient_id=failed.recipient_id, channel=other, **same_item).exists():
         return None
     contacts = [Contact(cp.kind, cp.address, cp.problem) for cp in await ContactPoint.filter(user_id=failed.recipient_id)]
     address = usable_address(contacts, other)
     if address is None:
         return None
+    if failed.message_id is not None:
+        return await _message_fall_back(failed, other, address, now)
+    return await _link_fall_back(failed, other, address, now)
+
+
+async def _message_fall_back(failed: Delivery, other: str, address: str, now: datetime) -> Delivery | None:
     sender = None
     if other == "sms":
         message = await Message.get(id=failed.message_id).select_related("conversation__school")
@@ -37,25 +45,16 @@ async def fall_back(failed: Delivery, now: datetime) -> Delivery | None:
                                  address=address, sender=sender, status=DeliveryStatus.QUEUED, next_attempt_at=now)
 
 
-async def _link_fall_back(failed: Delivery, now: datetime) -> Delivery | None:
-    """The same for a login link (an invitation or sign-in link): same token, other channel, and the
-    campaign's invitation follows the new delivery."""
-    from gateway.directory.models import School
+async def _link_fall_back(failed: Delivery, other: str, address: str, now: datetime) -> Delivery | None:
+    """An invitation or sign-in link: the same token on the other channel, and the campaign's
+    invitation follows the new delivery."""
+    # Imported here: invites builds on threads, and only this fallback needs to look back up.
     from gateway.invites.models import Invitation
-    from gateway.invites.outbox import sms_sender
 
-    other = OTHER[failed.channel]
-    if failed.login_token_id is None or await Delivery.filter(
-            login_token_id=failed.login_token_id, recipient_id=failed.recipient_id, channel=other).exists():
-        return None
-    contacts = [Contact(cp.kind, cp.address, cp.problem) for cp in await ContactPoint.filter(user_id=failed.recipient_id)]
-    address = usable_address(contacts, other)
-    if address is None:
-        return None
     sender = None
     if other == "sms":
         school = await School.get(id=failed.school_id)
-        sender = sms_sender(school.sms_numbers or [], failed.recipient_id)
+        sender = link_sender(school.sms_numbers or [], failed.recipient_id)
         if sender is None:
             return None  # the school has no number to text from
     created = await Delivery.create(

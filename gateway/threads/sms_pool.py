@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from gateway.threads.models import ConversationState, SmsRoute
 
@@ -73,3 +73,10 @@ async def assign_sms_senders(
     if created:
         await SmsRoute.bulk_create(created, batch_size=1000)
     return chosen
+
+
+def link_sender(pool: Sequence[str], user_id: int) -> str | None:
+    """Which of the school's numbers texts a sign-in or invitation link to this person: spread over
+    the pool (each number has its own rate limit), the same number for the same person every time.
+    Links belong to no conversation, so they take no SmsRoute."""
+    return pool[user_id % len(pool)] if pool else None
