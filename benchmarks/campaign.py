@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import email.utils
 import json
 import os
 import resource
@@ -29,16 +28,13 @@ import tempfile
 import time
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
-from email.message import EmailMessage
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._raw import SMS_CONCURRENCY, SMTP_CONNECTIONS, raw_loop  # noqa: E402
 from gateway.db import open_database  # noqa: E402
-
-SMS_CONCURRENCY = 32
-SMTP_CONNECTIONS = 4
 
 
 def peak_rss_mb() -> float:
@@ -92,50 +88,6 @@ async def seed(url: str, n: int) -> None:
 
 
 # ------------------------------------------------------------------------------------- sending
-
-
-def plain_mime(item) -> EmailMessage:
-    m = EmailMessage()
-    m["From"], m["To"], m["Subject"] = item.from_, item.to, item.subject
-    m["Date"] = email.utils.format_datetime(datetime.now(timezone.utc))
-    m["Message-ID"] = item.message_id
-    for name, value in item.headers:
-        m[name] = value
-    m.set_content(item.text)
-    m.add_alternative(item.html, subtype="html")
-    return m
-
-
-async def raw_loop(servers: dict, sms_items: list, email_items: list) -> float:
-    """The same traffic straight through the libraries, no outbox: the ceiling we compare with."""
-    import aiosmtplib
-    from twilio.http.async_http_client import AsyncTwilioHttpClient
-    from twilio.rest import Client
-
-    http = AsyncTwilioHttpClient()
-    client = Client(servers["sid"], servers["token"], http_client=http, environment={})
-    client.api.base_url = servers["twilio"]
-    gate = asyncio.Semaphore(SMS_CONCURRENCY)
-
-    async def sms(item) -> None:
-        async with gate:
-            await client.messages.create_async(to=item.to, from_=item.from_, body=item.body,
-                                               status_callback=item.status_callback)
-
-    queue: asyncio.Queue = asyncio.Queue()
-    for item in email_items:
-        queue.put_nowait(item)
-
-    async def smtp_worker() -> None:
-        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=servers["smtp_port"]) as smtp:
-            while not queue.empty():
-                await smtp.send_message(plain_mime(queue.get_nowait()))
-
-    start = time.perf_counter()
-    await asyncio.gather(*(sms(item) for item in sms_items), *(smtp_worker() for _ in range(SMTP_CONNECTIONS)))
-    elapsed = time.perf_counter() - start
-    await http.close()
-    return elapsed
 
 
 async def send(url: str, settings, sample: int) -> None:

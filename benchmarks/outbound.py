@@ -18,25 +18,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import email.utils
 import json
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import replace
-from datetime import datetime, timezone
-from email.message import EmailMessage
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import aiosmtplib  # noqa: E402
-from twilio.http.async_http_client import AsyncTwilioHttpClient  # noqa: E402
-from twilio.rest import Client  # noqa: E402
 
 from benchmarks._pg import drop_pg, fresh_pg  # noqa: E402
+from benchmarks._raw import SMS_CONCURRENCY, SMTP_CONNECTIONS, raw_loop  # noqa: E402
 from gateway.channels.email_smtp import SmtpEmailChannel  # noqa: E402
 from gateway.channels.twilio_sms import TwilioSmsChannel  # noqa: E402
 from gateway.db import open_database  # noqa: E402
@@ -53,9 +48,6 @@ from gateway.settings import TwilioSettings, load_settings  # noqa: E402
 from gateway.threads.compose import RecipientSpec, send_communication  # noqa: E402
 from gateway.threads.dispatcher import Dispatcher  # noqa: E402
 from gateway.threads.models import ConversationKind, Delivery  # noqa: E402
-
-SMS_CONCURRENCY = 32
-SMTP_CONNECTIONS = 4
 
 
 async def seed(n: int) -> School:
@@ -90,48 +82,6 @@ def same_items(settings, n_sms: int, n_email: int) -> tuple[list, list]:
 
     return ([item(i, "sms", f"+1202555{i:04d}") for i in range(n_sms)],
             [item(i, "email", f"g{i}@family.example") for i in range(n_email)])
-
-
-def plain_mime(item) -> EmailMessage:
-    """The same e-mail built with the standard library alone: same headers, same two parts."""
-    m = EmailMessage()
-    m["From"], m["To"], m["Subject"] = item.from_, item.to, item.subject
-    m["Date"] = email.utils.format_datetime(datetime.now(timezone.utc))
-    m["Message-ID"], m["Reply-To"] = item.message_id, item.reply_to
-    m["References"] = m["In-Reply-To"] = item.references[0]
-    for name, value in item.headers:
-        m[name] = value
-    m.set_content(item.text)
-    m.add_alternative(item.html, subtype="html")
-    return m
-
-
-async def raw_loop(servers: dict, sms_items: list, email_items: list) -> float:
-    """The same traffic straight through the libraries, no outbox: the ceiling we compare with."""
-    http = AsyncTwilioHttpClient()
-    client = Client(servers["sid"], servers["token"], http_client=http, environment={})
-    client.api.base_url = servers["twilio"]
-    gate = asyncio.Semaphore(SMS_CONCURRENCY)
-
-    async def sms(item) -> None:
-        async with gate:
-            await client.messages.create_async(to=item.to, from_=item.from_, body=item.body,
-                                               status_callback=item.status_callback)
-
-    queue: asyncio.Queue = asyncio.Queue()
-    for item in email_items:
-        queue.put_nowait(item)
-
-    async def smtp_worker() -> None:
-        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=servers["smtp_port"]) as smtp:
-            while not queue.empty():
-                await smtp.send_message(plain_mime(queue.get_nowait()))
-
-    start = time.perf_counter()
-    await asyncio.gather(*(sms(item) for item in sms_items), *(smtp_worker() for _ in range(SMTP_CONNECTIONS)))
-    elapsed = time.perf_counter() - start
-    await http.close()
-    return elapsed
 
 
 async def run(n: int, database: str) -> None:
