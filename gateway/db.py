@@ -111,3 +111,11 @@ async def open_database(url: str, *, create_schema: bool = False) -> AsyncIterat
 def dialect() -> str:
     """'postgres' or 'sqlite' for the default connection of the current context."""
     return "postgres" if connections.get("default").capabilities.dialect == "postgres" else "sqlite"
+
+
+def placeholders(postgres: bool, query: str) -> str:
+    """Raw SQL is written once with "?" placeholders; asyncpg wants $1, $2, ..."""
+    if not postgres:
+        return query
+    parts = query.split("?")
+    return "".join(part + (f"${i}" if i < len(parts) else "") for i, part in enumerate(parts, start=1))

@@ -13,7 +13,8 @@ records one Invitation row per person, in this order of reasons:
    outbox, where the dispatcher sends it with retries, quiet hours and opt-outs like any message.
 
 Planning is set-based: a handful of queries read the audience, its usable contact points and its
-invitation history, and the rows are written in chunks (tokens, deliveries, invitations: three
+invitation history (gateway.invites.targets), and the rows are written in chunks
+(gateway.invites.campaign_rows) (tokens, deliveries, invitations: three
 bulk inserts and two look-ups by indexed keys per chunk, each chunk one transaction). The unique
 (campaign, user) makes it idempotent: a run that stopped half-way (its process died) is taken over
 by a worker when its lease runs out and resumes with the people not yet recorded. A dry run counts
@@ -22,33 +23,25 @@ and writes nothing but the counts. Every finished run writes one audit-log entry
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import os
-import secrets
 import socket
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable
 
-from tortoise import connections
-from tortoise.backends.base.client import BaseDBAsyncClient
-from tortoise.expressions import F, Q, Subquery
+from tortoise.expressions import F, Q
 from tortoise.functions import Count
-from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
 from gateway.channels.base import DeliveryStatus
-from gateway.db import dialect
 from gateway.directory.models import (
     AuditLog,
-    ContactKind,
-    Membership,
-    Role,
     School,
 )
+from gateway.invites.campaign_rows import prepare_rows, write_rows
 from gateway.invites.models import (
     AUDIENCES,
     CampaignState,
@@ -57,16 +50,8 @@ from gateway.invites.models import (
     InvitationState,
     SkipReason,
 )
-from gateway.invites.tokens import (
-    FIRST_LOGIN_TTL,
-    LoginToken,
-    Purpose,
-    derive_token,
-    hash_token,
-)
-from gateway.threads.models import Delivery
+from gateway.invites.targets import Decision, decide
 from gateway.threads.quiet_hours import quiet_until
-from gateway.threads.sms_pool import link_sender
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +60,6 @@ DEFAULT_MAX_INVITATIONS = 10
 CHUNK = 5000                      # people per write transaction
 LEASE = timedelta(minutes=2)      # renewed after every chunk
 MAX_ATTEMPTS = 5                  # a campaign that fails this often is finished with its error
-ROLE_OF_AUDIENCE = {"staff": Role.STAFF, "guardians": Role.GUARDIAN, "students": Role.STUDENT}
 COUNT_OF_REASON = {
     SkipReason.JOINED: "skipped_joined",
     SkipReason.NOT_ENABLED: "skipped_not_enabled",
@@ -93,14 +77,6 @@ def utcnow() -> datetime:
 
 class LeaseLost(Exception):
     """Another process took the campaign over (this one was too slow to renew its lease)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    user_id: int
-    reason: SkipReason | None         # None: invite
-    channel: str | None = None
-    address: str | None = None
 
 
 @dataclass
@@ -220,11 +196,11 @@ async def plan_campaign(campaign: InvitationCampaign, secret_key: str, *, owner:
         writer: asyncio.Task[None] | None = None
         try:
             for start in range(0, len(decisions), chunk):
-                prepared = await _prepare(decisions[start:start + chunk], secret_key, now)
+                prepared = await prepare_rows(decisions[start:start + chunk], secret_key, now)
                 if writer is not None:
                     await writer
                     await _chunk_written(campaign, owner, on_queued)
-                writer = asyncio.create_task(_write_prepared(campaign, school, prepared, pool, quiet_end, now))
+                writer = asyncio.create_task(write_rows(campaign, school, prepared, pool, quiet_end, now))
             if writer is not None:
                 await writer
                 await _chunk_written(campaign, owner, on_queued)
@@ -274,234 +250,6 @@ async def recount(campaign_id: int) -> Counts:
 
 
 # ------------------------------------------------------------------------------------- deciding
-
-
-async def decide(school: School, campaign: InvitationCampaign, now: datetime) -> list[Decision]:
-    """One decision per person of the audiences not yet recorded by this campaign, by user id."""
-    roles = [ROLE_OF_AUDIENCE[a] for a in campaign.audiences]
-    members = Subquery(Membership.filter(school_id=school.id, role__in=roles).values("user_id"))
-    people, joined, may = await audience(school.id, roles)
-    if not campaign.dry_run:
-        people -= set(await Invitation.filter(campaign_id=campaign.id).values_list("user_id", flat=True))
-    if not people:
-        return []
-    doubtful = sorted(people - may - joined)  # students here without login: staff or guardian elsewhere?
-    for start in range(0, len(doubtful), 5000):
-        may |= set(await Membership.filter(user_id__in=doubtful[start:start + 5000],
-                                           role__in=[Role.STAFF, Role.GUARDIAN]).values_list("user_id", flat=True))
-    email, phone = await usable_contacts(school.id, roles, sms_available=bool(school.sms_numbers))
-    capped = set(await Invitation.filter(user_id__in=members, state=InvitationState.INVITED)
-                 .annotate(n=Count("id")).group_by("user_id").filter(n__gte=campaign.max_invitations)
-                 .values_list("user_id", flat=True))
-    recent = set(await Invitation.filter(
-        user_id__in=members, state=InvitationState.INVITED,
-        created_at__gt=now - timedelta(days=campaign.cooldown_days)).values_list("user_id", flat=True))
-
-    decisions: list[Decision] = []
-    for uid in sorted(people):
-        if uid in joined:
-            decisions.append(Decision(uid, SkipReason.JOINED))
-        elif uid not in may:
-            decisions.append(Decision(uid, SkipReason.NOT_ENABLED))
-        elif uid not in email and uid not in phone:
-            decisions.append(Decision(uid, SkipReason.NO_CONTACT))
-        elif uid in capped:
-            decisions.append(Decision(uid, SkipReason.CAP))
-        elif uid in recent:
-            decisions.append(Decision(uid, SkipReason.COOLDOWN))
-        elif uid in email:
-            decisions.append(Decision(uid, None, "email", email[uid]))
-        else:
-            decisions.append(Decision(uid, None, "sms", phone[uid]))
-    return decisions
-
-
-async def audience(school_id: int, roles: list[Role]) -> tuple[set[int], set[int], set[int]]:
-    """(everyone with one of `roles` in the school, who of them joined, who of them may log in as far
-    as this school tells: login_enabled, or staff or guardian here). One pass over the memberships."""
-    conn = connections.get("default")
-    query = _placeholders(conn, (
-        'SELECT m."user_id", m."role", u."joined_at" IS NOT NULL, u."login_enabled" FROM "membership" m '
-        'JOIN "user" u ON u."id" = m."user_id" WHERE m."school_id" = ? AND m."role" IN ({roles})'
-    ).replace("{roles}", ", ".join("?" * len(roles))))
-    _, rows = await conn.execute_query(query, [school_id, *(r.value for r in roles)])
-    people: set[int] = set()
-    joined: set[int] = set()
-    may: set[int] = set()
-    student = Role.STUDENT.value
-    for uid, role, has_joined, login_enabled in rows:
-        people.add(uid)
-        if has_joined:
-            joined.add(uid)
-        if login_enabled or role != student:
-            may.add(uid)
-    return people, joined, may
-
-
-async def usable_contacts(school_id: int, roles: list[Role], *, sms_available: bool) -> tuple[dict[int, str], dict[int, str]]:
-    """user id → their first usable e-mail address, and → their first usable phone, for the people
-    of these roles who have not joined (DESIGN 5: an opted-out, bouncing or unreachable address is not
-    usable). Raw SQL: at 100,000 people, building tortoise values costs twice the query."""
-    conn = connections.get("default")
-    query = _placeholders(conn, (
-        'SELECT cp."user_id", cp."kind", cp."address" FROM "contact_point" cp JOIN "user" u ON u."id" = cp."user_id" '
-        'WHERE cp."user_id" IN (SELECT "user_id" FROM "membership" WHERE "school_id" = ? AND "role" IN ({roles})) '
-        'AND u."joined_at" IS NULL AND cp."opted_out_at" IS NULL AND cp."bouncing_at" IS NULL '
-        'AND (cp."unreachable_reason" IS NULL OR cp."unreachable_reason" = \'\') ORDER BY cp."id" DESC'
-    ).replace("{roles}", ", ".join("?" * len(roles))))
-    _, rows = await conn.execute_query(query, [school_id, *(r.value for r in roles)])
-    email: dict[int, str] = {}
-    phone: dict[int, str] = {}
-    for uid, kind, address in rows:  # newest first, so the oldest (the first) wins
-        if kind == ContactKind.EMAIL.value:
-            email[uid] = address
-        elif sms_available:
-            phone[uid] = address
-    return email, phone
-
-
-def _placeholders(conn: BaseDBAsyncClient, query: str) -> str:
-    """Write SQL once with "?" placeholders; asyncpg wants $1, $2, ..."""
-    if conn.capabilities.dialect != "postgres":
-        return query
-    parts = query.split("?")
-    return "".join(part + (f"${i}" if i < len(parts) else "") for i, part in enumerate(parts, start=1))
-
-
-async def _ids_by(conn: BaseDBAsyncClient, model: type[Model], column: str, keys: list) -> dict:
-    """{key: id} for the rows of `model` whose `column` is one of `keys` (an indexed column)."""
-    found: dict = {}
-    table = model._meta.db_table
-    for start in range(0, len(keys), 5000):
-        part = keys[start:start + 5000]
-        query = _placeholders(conn, f'SELECT "{column}", "id" FROM "{table}" WHERE "{column}" IN '
-                                    f'({", ".join("?" * len(part))})')
-        _, rows = await conn.execute_query(query, part)
-        found.update((row[0], row[1]) for row in rows)
-    return found
-
-
-# ------------------------------------------------------------------------------------- writing
-
-
-@dataclass
-class _Prepared:
-    part: list[Decision]
-    invite: list[Decision]
-    hashes: dict[int, str]                 # user id → hash of their new token
-    token_rows: list[tuple]
-
-
-async def _prepare(part: list[Decision], secret_key: str, now: datetime, *, slice_size: int = 500) -> _Prepared:
-    """The chunk's new tokens (salt, hash, expiry). Hands the loop back now and then, so the previous
-    chunk's writes go on meanwhile (they run in the database driver's thread, or on the server)."""
-    invite = [d for d in part if d.reason is None]
-    hashes: dict[int, str] = {}
-    token_rows: list[tuple] = []
-    randomness = secrets.token_hex(16 * len(invite))  # one call for the chunk's salts, 128 bits each
-    purpose, expires = Purpose.FIRST_LOGIN.value, db_value(now + FIRST_LOGIN_TTL)
-    for i, d in enumerate(invite):
-        salt = randomness[32 * i:32 * i + 32]
-        digest = hash_token(derive_token(secret_key, Purpose.FIRST_LOGIN, salt))
-        hashes[d.user_id] = digest
-        token_rows.append((d.user_id, purpose, salt, digest, expires))
-        if i % slice_size == slice_size - 1:
-            await asyncio.sleep(0)
-    return _Prepared(part, invite, hashes, token_rows)
-
-
-async def _write_chunk(campaign: InvitationCampaign, school: School, part: list[Decision], secret_key: str,
-                       pool: list[str], quiet_end: datetime | None, now: datetime) -> None:
-    await _write_prepared(campaign, school, await _prepare(part, secret_key, now), pool, quiet_end, now)
-
-
-async def _write_prepared(campaign: InvitationCampaign, school: School, prepared: _Prepared, pool: list[str],
-                          quiet_end: datetime | None, now: datetime) -> None:
-    """One transaction: the chunk's tokens, deliveries and invitation rows (three executemany inserts,
-    and two look-ups by indexed keys for the ids the next insert points at)."""
-    invite, hashes = prepared.invite, prepared.hashes
-    async with in_transaction() as conn:
-        stamp, later = db_value(now), db_value(quiet_end or now)
-        token_ids: dict[int, int] = {}
-        delivery_ids: dict[int, int] = {}
-        if invite:
-            await insert_rows(conn, LoginToken, ("user_id", "purpose", "salt", "token_hash", "expires_at"),
-                              prepared.token_rows, now)
-            by_hash = await _ids_by(conn, LoginToken, "token_hash", list(hashes.values()))
-            token_ids = {uid: by_hash[h] for uid, h in hashes.items()}
-            queued = DeliveryStatus.QUEUED.value
-            await insert_rows(conn, Delivery, (
-                "login_token_id", "school_id", "recipient_id", "channel", "address", "sender", "status",
-                "next_attempt_at"), [
-                (token_ids[d.user_id], school.id, d.user_id, d.channel, d.address,
-                 link_sender(pool, d.user_id) if d.channel == "sms" else None, queued,
-                 later if d.channel == "sms" else stamp)
-                for d in invite
-            ], now)
-            by_token = await _ids_by(conn, Delivery, "login_token_id", list(token_ids.values()))
-            delivery_ids = {uid: by_token[tid] for uid, tid in token_ids.items()}
-        invited, skipped = InvitationState.INVITED.value, InvitationState.SKIPPED.value
-        await insert_rows(conn, Invitation, (
-            "campaign_id", "user_id", "state", "skip_reason", "channel", "delivery_id", "login_token_id"), [
-            (campaign.id, d.user_id, invited if d.reason is None else skipped,
-             d.reason.value if d.reason is not None else None, d.channel,
-             delivery_ids.get(d.user_id), token_ids.get(d.user_id))
-            for d in prepared.part
-        ], now)
-
-
-def db_value(value: object) -> object:
-    """A datetime as the driver stores it. SQLite gets the text tortoise writes (isoformat with a space),
-    made once here instead of once per row by the sqlite3 adapter (a Python call per value)."""
-    if isinstance(value, datetime) and dialect() != "postgres":
-        return value.isoformat(" ")
-    return value
-
-
-async def insert_rows(conn: BaseDBAsyncClient, model: type[Model], columns: Sequence[str], rows: list[tuple],
-                      now: datetime) -> None:
-    """INSERT `rows` (values for `columns`, already in database form): executemany on SQLite, COPY on
-    PostgreSQL.
-
-    Every other column of the table gets its field's default (auto_now fields: `now`), so a field
-    added to the model with a default needs no change here. This is bulk_create without building a
-    model instance per row, which is most of its cost at 100,000 rows.
-    """
-    if not rows:
-        return
-    meta = model._meta
-    extra_columns: list[str] = []
-    extra_values: list[object] = []
-    for name, column in meta.fields_db_projection.items():
-        if name == meta.pk_attr or name in columns:
-            continue
-        f = meta.fields_map[name]
-        if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False):
-            value: object = now
-        elif f.default is not None:
-            value = f.default() if callable(f.default) else f.default
-        elif f.null:
-            value = None
-        else:
-            raise TypeError(f"{model.__name__}.{name} has no default; give it a value")
-        extra_columns.append(column)
-        extra_values.append(db_value(value.value if isinstance(value, enum.Enum) else value))
-    names = [meta.fields_db_projection[c] for c in columns] + extra_columns
-    extra = tuple(extra_values)
-    if conn.capabilities.dialect == "postgres":
-        # COPY: an order of magnitude faster than executemany (constraints are checked all the same).
-        async with conn.acquire_connection() as raw:
-            await raw.copy_records_to_table(meta.db_table, records=[row + extra for row in rows], columns=names)
-        return
-    marks = ", ".join("?" * len(names))
-    sql = _placeholders(conn, f'INSERT INTO "{meta.db_table}" ({", ".join(chr(34) + n + chr(34) for n in names)}) '
-                              f'VALUES ({marks})')
-    # One prepared statement, executemany: the fastest way into SQLite.
-    for start in range(0, len(rows), 1000):
-        await conn.execute_many(sql, [row + extra for row in rows[start:start + 1000]])
-
-
-# ------------------------------------------------------------------------------------- reading
 
 
 async def delivery_progress(campaign_ids: list[int]) -> dict[int, dict[str, int]]:

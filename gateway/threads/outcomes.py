@@ -18,7 +18,7 @@ from tortoise.expressions import F
 from tortoise.transactions import in_transaction
 
 from gateway.channels.base import ContactProblem, DeliveryStatus, SendResult
-from gateway.db import dialect
+from gateway.db import dialect, placeholders
 from gateway.metrics import DELIVERY_OUTCOMES
 from gateway.threads.fallback import fall_back
 from gateway.threads.models import Delivery
@@ -117,21 +117,13 @@ class OutcomeRecorder:
         """
         postgres = dialect() == "postgres"
         stamp: object = now if postgres else str(now)  # tortoise stores SQLite datetimes as str(dt)
-        to_sent = _sql(postgres, 'UPDATE "delivery" SET "status"=?, "provider_id"=?, "segments"=?, "sent_at"=?, '
+        to_sent = placeholders(postgres, 'UPDATE "delivery" SET "status"=?, "provider_id"=?, "segments"=?, "sent_at"=?, '
                        '"updated_at"=?, "error_code"=NULL, "error_reason"=NULL, "claimed_by"=NULL, '
                        '"claimed_until"=NULL WHERE "id"=? AND "status"=?')
-        late = _sql(postgres, 'UPDATE "delivery" SET "provider_id"=?, "sent_at"=?, "claimed_by"=NULL, '
+        late = placeholders(postgres, 'UPDATE "delivery" SET "provider_id"=?, "sent_at"=?, "claimed_by"=NULL, '
                     '"claimed_until"=NULL WHERE "id"=? AND "provider_id" IS NULL')
         sent_status, queued = DeliveryStatus.SENT.value, DeliveryStatus.QUEUED.value
         await conn.execute_many(to_sent, [
             [sent_status, o.result.provider_id, o.result.segments, stamp, stamp, o.delivery.id, queued]  # type: ignore[union-attr]
             for o in sent])
         await conn.execute_many(late, [[o.result.provider_id, stamp, o.delivery.id] for o in sent])  # type: ignore[union-attr]
-
-
-def _sql(postgres: bool, query: str) -> str:
-    """Write raw SQL once with "?" placeholders; asyncpg wants $1, $2, ..."""
-    if not postgres:
-        return query
-    parts = query.split("?")
-    return "".join(part + (f"${i}" if i < len(parts) else "") for i, part in enumerate(parts, start=1))

@@ -9,6 +9,7 @@ from gateway.channels.base import Bounce, DeliveryStatus
 from gateway.channels.sms_segments import count_segments
 from gateway.directory.models import AuditLog, ContactPoint, Membership, School, User
 from gateway.directory.users import UserIn, upsert_users
+from gateway.invites.campaign_rows import write_chunk
 from gateway.invites.campaigns import (
     CampaignRunner,
     claim,
@@ -17,7 +18,6 @@ from gateway.invites.campaigns import (
     delivery_progress,
     run_campaign,
 )
-from gateway.invites.campaigns import _write_chunk as write_chunk
 from gateway.invites.models import (
     CampaignState,
     Invitation,
