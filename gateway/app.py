@@ -1,7 +1,7 @@
 """`create_app(settings)`: the aiohttp application, with every stateful part in a cleanup context.
 
-Order of the contexts: database → channels → dispatcher (when this process runs workers) →
-inbound processing → invitation campaigns → IMAP reader (workers, when IMAP is configured). Each
+Order of the contexts: database → channels → live page updates → dispatcher (when this process
+runs workers) → inbound processing → invitation campaigns → IMAP reader (workers, when IMAP is configured). Each
 is opened at start-up and closed in reverse order at shutdown, under `web.run_app` and under
 pytest-aiohttp alike.
 """
@@ -19,11 +19,12 @@ from aiohttp import web
 from gateway.channels.base import Channel
 from gateway.channels.email_imap import ImapReader
 from gateway.db import is_postgres, open_database
-from gateway.i18n import current_translations
+from gateway.i18n import current_translations, text_direction
 from gateway.intake import imap_batch_sink, imap_sink
 from gateway.settings import Settings
 from gateway.threads.dispatcher import Dispatcher
 from gateway.threads.inbound import InboundProcessor
+from gateway.threads.live import hub_for
 from gateway.web import keys
 from gateway.web.api_invites import campaign_runner
 from gateway.web.middlewares import error_middleware
@@ -54,9 +55,12 @@ def create_app(
         ngettext=lambda s, p, n: current_translations.get().ngettext(s, p, n),
         newstyle=True,
     )
+    env.globals["text_direction"] = text_direction
     if own_database:
         app.cleanup_ctx.append(_database(settings))
     app.cleanup_ctx.append(_channels(settings))
+    app.cleanup_ctx.append(_live)
+    app.on_shutdown.append(_end_live_streams)
     if settings.worker_enabled if run_worker is None else run_worker:
         app.cleanup_ctx.append(_dispatcher)
     app.cleanup_ctx.append(_inbound)
@@ -113,10 +117,25 @@ async def open_channels(settings: Settings) -> dict[str, Channel]:
     return channels
 
 
+async def _live(app: web.Application) -> AsyncIterator[None]:
+    """Live page updates: in-process, or across processes by LISTEN/NOTIFY on PostgreSQL."""
+    hub = hub_for(app[keys.SETTINGS].database_url)
+    await hub.start()
+    app[keys.LIVE] = hub
+    yield
+    await hub.close()
+
+
+async def _end_live_streams(app: web.Application) -> None:
+    if keys.LIVE in app:
+        app[keys.LIVE].stop_streams()
+
+
 async def _inbound(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     dispatcher = app.get(keys.DISPATCHER)
     processor = InboundProcessor({settings.reply_domain}, on_queued=dispatcher.wake if dispatcher else None,
+                                 on_posted=app[keys.LIVE].publish,
                                  concurrency=4 if is_postgres(settings.database_url) else 1,
                                  yield_to_intake=not is_postgres(settings.database_url))
     app[keys.INBOUND] = processor

@@ -87,3 +87,8 @@ def ngettext(singular: str, plural: str, n: int) -> str:
 
 
 _ = gettext
+
+
+def text_direction(locale: str | None) -> str:
+    """"rtl" for right-to-left languages (Arabic), else "ltr": the page's `dir` attribute."""
+    return "rtl" if babel_locale(locale).character_order == "right-to-left" else "ltr"

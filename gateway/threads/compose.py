@@ -164,10 +164,10 @@ async def send_communication(
         tokens: list[ReplyToken] = []
         for conversation, group in zip(conversations, groups):
             participants.append(Participant(conversation=conversation, user_id=sender.user_id, role="staff", is_owner=True))
-            tokens.append(_new_token(conversation.id, sender.user_id, secret_key))
+            tokens.append(new_reply_token(conversation.id, sender.user_id, secret_key))
             for person in group:
                 participants.append(Participant(conversation=conversation, user_id=person.user_id, role=person.role))
-                tokens.append(_new_token(conversation.id, person.user_id, secret_key))
+                tokens.append(new_reply_token(conversation.id, person.user_id, secret_key))
         await Participant.bulk_create(participants, batch_size=BATCH)
         await ReplyToken.bulk_create(tokens, batch_size=BATCH)
 
@@ -266,5 +266,5 @@ def _token_fields(conversation_id: int, user_id: int, secret_key: str) -> dict[s
     )
 
 
-def _new_token(conversation_id: int, user_id: int, secret_key: str) -> ReplyToken:
+def new_reply_token(conversation_id: int, user_id: int, secret_key: str) -> ReplyToken:
     return ReplyToken(**_token_fields(conversation_id, user_id, secret_key))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 
 from tortoise.exceptions import IntegrityError
@@ -100,9 +100,11 @@ class InboundProcessor:
     """
 
     def __init__(self, reply_domains: set[str], *, on_queued: Callable[[], None] | None = None,
+                 on_posted: Callable[[int], Awaitable[None]] | None = None,
                  concurrency: int = 1, yield_to_intake: bool = False) -> None:
         self.reply_domains = {d.lower() for d in reply_domains}
         self.on_queued = on_queued  # told when a reply queued deliveries (wakes the dispatcher)
+        self.on_posted = on_posted  # told, after the commit, which conversation got a message (live pages)
         self.concurrency = concurrency  # 1 on SQLite; a few on PostgreSQL, whose pool has connections
         # SQLite has one connection: a routing transaction holds it, and a webhook waiting to store a
         # new item waits for it. There, routing steps aside while items are arriving.
@@ -170,8 +172,14 @@ class InboundProcessor:
                                             "conversation_id", "school_id"])
         log.info("inbound %s event %s from %s: %s%s", msg.channel.value, event.id, redact(msg.sender),
                  outcome.value, f" ({reason})" if reason else "")
-        if outcome is InboundOutcome.ROUTED and self.on_queued is not None:
-            self.on_queued()
+        if outcome is InboundOutcome.ROUTED:
+            if self.on_queued is not None:
+                self.on_queued()
+            if self.on_posted is not None and event.conversation_id is not None:
+                try:
+                    await self.on_posted(event.conversation_id)
+                except Exception:  # the reply is stored and routed; an open page sees it on reload
+                    log.exception("could not signal live pages about conversation %s", event.conversation_id)
         return True
 
     async def sweep_forever(self, stop: asyncio.Event, interval: float = 15.0) -> None:

@@ -95,10 +95,10 @@ class OutcomeRecorder:
                 mine = Delivery.filter(id=d.id, claimed_by=d.claimed_by, status=DeliveryStatus.QUEUED)
                 if o.status is None:
                     extra = {} if o.counts_as_attempt else {"attempts": F("attempts") - 1}
-                    await mine.update(next_attempt_at=o.retry_at, error_code=o.error_code,
+                    await mine.update(next_attempt_at=o.retry_at, error_code=o.error_code, updated_at=now,
                                       error_reason=(o.error_reason or "")[:500] or None, **extra, **release)
                 else:
-                    await mine.update(status=o.status, error_code=(o.error_code or "")[:32] or None,
+                    await mine.update(status=o.status, error_code=(o.error_code or "")[:32] or None, updated_at=now,
                                       error_reason=(o.error_reason or "")[:500] or None, **release)
                     if o.problem is not None:
                         problems.append(o)

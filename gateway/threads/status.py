@@ -39,7 +39,8 @@ async def apply_status_update(update: StatusUpdate, *, delivery_id: int | None =
         return None
     if delivery.provider_id and delivery.provider_id != update.provider_id:
         return None
-    changes: dict[str, object] = {"status": update.status}
+    # updated_at by hand: QuerySet.update() skips auto_now, and open thread pages watch it.
+    changes: dict[str, object] = {"status": update.status, "updated_at": datetime.now(timezone.utc)}
     if not delivery.provider_id:
         changes["provider_id"] = update.provider_id  # the callback beat our own write of the SID
     if update.error_code:

@@ -1,4 +1,4 @@
-"""Signing in and out (issue 4, item 5): /login, /login/link, /login/<token>, /logout, /password, /inbox.
+"""Signing in and out (issue 4, item 5): /login, /login/link, /login/<token>, /logout, /password.
 
 - `/login` takes an e-mail address or a phone number and a password. A wrong password, an unknown
   address and an address whose owner has no password yet all get the same answer, after the same
@@ -14,9 +14,7 @@
 - Students whose login is not enabled are told to ask their school, but only once they have proved
   who they are (the right password, or a link): before that the answer is the generic one.
 - Both forms are rate-limited per address typed and per client address (gateway.web.throttle).
-- `/inbox` is the signed-in home page. For now it says who is signed in and in which schools; the
-  conversations list arrives with issue 5 at the same address, which is why it is /inbox and not
-  /home: DESIGN section 8 names /inbox, and nothing else has to move when the real one lands.
+- `/inbox` (gateway.web.pages_inbox) is the signed-in home page.
 - `/password` changes the password: the current one is asked for, except within 15 minutes of
   signing in by a link (someone who forgot their password signs in by a link, then sets a new one).
   A change revokes outstanding sign-in links and ends the user's other sessions.
@@ -27,9 +25,7 @@ import logging
 import math
 from datetime import datetime, timedelta, timezone
 from typing import Any
-from urllib.parse import quote
 
-import aiohttp_jinja2
 from aiohttp import web
 
 from gateway.directory.contacts import InvalidAddress, normalize_email, normalize_phone
@@ -41,7 +37,7 @@ from gateway.directory.models import (
     School,
     User,
 )
-from gateway.i18n import _, available_locales, babel_locale, ngettext
+from gateway.i18n import _, available_locales, ngettext
 from gateway.invites.passwords import (
     PasswordProblem,
     check_new_password,
@@ -60,9 +56,16 @@ from gateway.invites.tokens import (
     issue_token,
 )
 from gateway.web import keys, throttle
+from gateway.web.page_kit import (
+    HOME,
+    locale_name,
+    page_language,
+    redirect,
+    render,
+    signed_in,
+)
 from gateway.web.pages import use_language
 from gateway.web.sessions import (
-    csrf_token,
     current_session,
     current_user,
     end_session,
@@ -74,30 +77,12 @@ from gateway.web.sessions import (
 
 log = logging.getLogger(__name__)
 
-HOME = "/inbox"
 CHANNEL_OF = {ContactKind.EMAIL.value: "email", ContactKind.PHONE.value: "sms"}
 MAX_PEOPLE_PER_ADDRESS = 5
 RECENT_LINK_SIGN_IN = timedelta(minutes=15)
 
 
 # -- helpers shared with gateway.invites.join ------------------------------------------------------
-
-
-def page_language(request: web.Request, *preferred: str | None) -> str:
-    """The page language: the signed-in user's, else `preferred`, else Accept-Language, else English."""
-    user = current_user(request)
-    return use_language(request, user.locale if user else None, *preferred)
-
-
-def render(request: web.Request, template: str, context: dict[str, Any], *, lang: str, status: int = 200) -> web.Response:
-    base = {"lang": lang, "csrf_token": csrf_token(request), "user": current_user(request)}
-    response = aiohttp_jinja2.render_template(template, request, {**base, **context}, status=status)
-    response.headers["Cache-Control"] = "no-store"
-    return response
-
-
-def redirect(location: str) -> web.Response:
-    return web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store"})
 
 
 def safe_next(value: str | None) -> str:
@@ -325,24 +310,6 @@ async def login_link(request: web.Request) -> web.Response:
 # -- signed in -------------------------------------------------------------------------------------
 
 
-def _must_sign_in(request: web.Request) -> web.Response:
-    return redirect("/login?next=" + quote(request.path_qs, safe="/"))
-
-
-ROLE_NAMES = {Role.STAFF: lambda: _("Staff"), Role.GUARDIAN: lambda: _("Guardian"), Role.STUDENT: lambda: _("Student")}
-
-
-async def inbox(request: web.Request) -> web.Response:
-    user = current_user(request)
-    if user is None:
-        return _must_sign_in(request)
-    lang = page_language(request)
-    memberships = await Membership.filter(user_id=user.id).select_related("school").order_by("id")
-    schools = [{"name": m.school.name, "role": ROLE_NAMES[Role(m.role)](), "admin": m.is_admin} for m in memberships]
-    return render(request, "inbox.html", {"schools": schools, "language": babel_locale(lang).get_display_name(lang)},
-                  lang=lang)
-
-
 async def logout(request: web.Request) -> web.Response:
     session = current_session(request)
     if session is not None:
@@ -370,10 +337,8 @@ def password_problem_text(problem: PasswordProblem) -> str:
 
 async def password(request: web.Request) -> web.Response:
     """GET/POST /password: change the password (signed in)."""
-    user = current_user(request)
-    if user is None:
-        return _must_sign_in(request)
-    lang = page_language(request)
+    viewer = await signed_in(request)
+    user, lang = viewer.user, viewer.lang
     ask_current = not _recent_link_sign_in(request)
     context: dict[str, Any] = {"ask_current": ask_current, "error": None, "done": False}
     if request.method != "POST":
@@ -406,8 +371,4 @@ async def password(request: web.Request) -> web.Response:
 
 def locale_choices(selected: str) -> list[dict[str, Any]]:
     """The shipped languages, each named in itself ("English", "Español")."""
-    out = []
-    for code in available_locales():
-        name = babel_locale(code).get_display_name(code) or code
-        out.append({"code": code, "name": name[:1].upper() + name[1:], "selected": code == selected})
-    return out
+    return [{"code": code, "name": locale_name(code), "selected": code == selected} for code in available_locales()]

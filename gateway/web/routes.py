@@ -1,6 +1,8 @@
 """Every route of the gateway, declared in one place."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from aiohttp import web
 
 from gateway.invites import join
@@ -11,8 +13,12 @@ from gateway.web import (
     openapi,
     pages,
     pages_auth,
+    pages_lists,
+    pages_threads,
     webhooks,
 )
+
+STATIC = Path(__file__).resolve().parent / "static"
 
 
 def setup_routes(app: web.Application) -> None:
@@ -31,7 +37,16 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_route("GET", "/join/{token}", join.join)
     app.router.add_route("POST", "/join/{token}", join.join)
     app.router.add_post("/logout", pages_auth.logout)
-    app.router.add_get("/inbox", pages_auth.inbox)
+    app.router.add_get("/inbox", pages_lists.inbox)
+    app.router.add_get("/conversations", pages_lists.conversations)
+    app.router.add_get(r"/conversations/{id:\d+}", pages_threads.thread)
+    app.router.add_post(r"/conversations/{id:\d+}/messages", pages_threads.reply)
+    app.router.add_post(r"/conversations/{id:\d+}/state", pages_threads.change_state)
+    app.router.add_get(r"/conversations/{id:\d+}/events", pages_threads.events)
+    # -- compose (gateway.web.pages_compose) --
+    # -- family pages (gateway.web.pages_family) --
+    # -- triage --
+    app.router.add_static("/static", STATIC)
     app.router.add_route("GET", "/password", pages_auth.password)
     app.router.add_route("POST", "/password", pages_auth.password)
     app.router.add_post("/webhooks/twilio/sms", webhooks.twilio_sms)

@@ -1,0 +1,153 @@
+"""The thread page, replies from the web, close/reopen, and the conversation lists."""
+from __future__ import annotations
+
+import re
+
+from gateway.directory.models import AuditLog, School
+from gateway.threads.compose import RecipientSpec, send_communication
+from gateway.threads.models import (
+    Conversation,
+    ConversationKind,
+    ConversationState,
+    Delivery,
+    Message,
+    Origin,
+    Participant,
+    RoutedBy,
+)
+from tests.web.conftest import csrf_of
+
+HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+
+
+async def send(school: School, *, to: list[str], body: str = "Field trip on Friday", private: bool = True,
+               kind: ConversationKind = ConversationKind.CONVERSATION, subject: str = "Field trip") -> list[int]:
+    result = await send_communication(school, sender_external_id="t-rivera", kind=kind,
+                                      recipients=RecipientSpec(users=to), subject=subject, body=body,
+                                      private=private, origin=Origin.WEB, secret_key="test-secret")
+    return result.conversation_ids
+
+
+async def test_a_teacher_sees_the_thread_with_channels_and_delivery_states(people, signed_in):
+    [cid] = await send(people, to=["g-ana"])
+    teacher = await signed_in("t-rivera")
+    html = await (await teacher.get(f"/conversations/{cid}")).text()
+    assert "Field trip on Friday" in html
+    assert "Ana García" in html and "Text message" in html  # the delivery to Ana, by SMS
+    assert "Waiting to be sent" in html
+    assert "+14155550142" not in html and "ana@family.example" not in html
+
+
+async def test_a_guardian_replies_from_the_page_and_the_teacher_is_told(people, signed_in):
+    [cid] = await send(people, to=["g-ana"])
+    ana = await signed_in("g-ana")
+    token = await csrf_of(ana, f"/conversations/{cid}")
+    response = await ana.post(f"/conversations/{cid}/messages", data={"csrf_token": token, "body": "¡Gracias!"},
+                              allow_redirects=False)
+    assert response.status == 303 and response.headers["Location"].startswith(f"/conversations/{cid}?sent=1#m")
+    reply = await Message.filter(conversation_id=cid).order_by("-id").first()
+    assert (reply.body, reply.origin, reply.routed_by) == ("¡Gracias!", Origin.WEB, RoutedBy.WEB)
+    rivera = await Participant.get(conversation_id=cid, role="staff")
+    assert await Delivery.filter(message_id=reply.id, recipient_id=rivera.user_id).count() == 1
+    page = await (await ana.get(f"/conversations/{cid}")).text()
+    assert "¡Gracias!" in page and "Tu mensaje se envió." not in page  # no notice without ?sent
+
+
+async def test_another_family_gets_404_and_an_unknown_id_too(people, signed_in):
+    [cid] = await send(people, to=["g-ana"])
+    john = await signed_in("g-john")
+    assert (await john.get(f"/conversations/{cid}")).status == 404
+    assert (await john.get("/conversations/999999")).status == 404
+    token = await csrf_of(john, "/inbox")
+    before = await Message.all().count()
+    response = await john.post(f"/conversations/{cid}/messages", data={"csrf_token": token, "body": "hi"})
+    assert response.status == 404 and await Message.all().count() == before
+
+
+async def test_families_never_see_each_others_replies_to_an_announcement(people, signed_in):
+    [cid] = await send(people, to=["g-ana", "g-john"], private=False, kind=ConversationKind.ANNOUNCEMENT,
+                       subject="Snow day", body="School is closed tomorrow")
+    ana, john = await signed_in("g-ana"), await signed_in("g-john")
+    token = await csrf_of(ana, f"/conversations/{cid}")
+    await ana.post(f"/conversations/{cid}/messages", data={"csrf_token": token, "body": "Ana's private question"})
+    page = await (await john.get(f"/conversations/{cid}")).text()
+    assert "School is closed tomorrow" in page
+    assert "Ana's private question" not in page and "Ana García" not in page
+    teacher = await signed_in("t-rivera")
+    assert "Ana&#39;s private question" in await (await teacher.get(f"/conversations/{cid}")).text()
+
+
+async def test_hostile_bodies_are_escaped_everywhere(people, signed_in):
+    [cid] = await send(people, to=["g-ana"], body=HOSTILE, subject=HOSTILE)
+    for who, path in (("t-rivera", f"/conversations/{cid}"), ("t-rivera", "/conversations"),
+                      ("g-ana", f"/conversations/{cid}"), ("g-ana", "/inbox")):
+        html = await (await (await signed_in(who)).get(path)).text()
+        assert "<script>alert" not in html and "<img src=x" not in html, (who, path)
+        assert "&lt;script&gt;" in html
+
+
+async def test_a_reply_without_csrf_or_too_long_or_empty_writes_nothing(people, signed_in):
+    [cid] = await send(people, to=["g-ana"])
+    ana = await signed_in("g-ana", max_body_chars=50)
+    before = await Message.all().count()
+    assert (await ana.post(f"/conversations/{cid}/messages", data={"body": "hi"})).status == 403
+    token = await csrf_of(ana, f"/conversations/{cid}")
+    too_long = await ana.post(f"/conversations/{cid}/messages", data={"csrf_token": token, "body": "x" * 51})
+    assert too_long.status == 422 and "demasiado largo" in await too_long.text()  # Ana reads Spanish
+    empty = await ana.post(f"/conversations/{cid}/messages", data={"csrf_token": token, "body": "   "})
+    assert empty.status == 422
+    assert await Message.all().count() == before
+
+
+async def test_staff_close_and_reopen_with_an_audit_trail_and_families_cannot(people, signed_in):
+    [cid] = await send(people, to=["g-ana"])
+    teacher = await signed_in("t-rivera")
+    token = await csrf_of(teacher, f"/conversations/{cid}")
+    response = await teacher.post(f"/conversations/{cid}/state", data={"csrf_token": token, "state": "closed"},
+                                  allow_redirects=False)
+    assert response.status == 303
+    assert (await Conversation.get(id=cid)).state is ConversationState.CLOSED
+    assert await AuditLog.filter(action="conversation.closed", target=f"conversation:{cid}").exists()
+    ana = await signed_in("g-ana")
+    token = await csrf_of(ana, f"/conversations/{cid}")
+    assert (await ana.post(f"/conversations/{cid}/state", data={"csrf_token": token, "state": "open"})).status == 403
+    assert (await Conversation.get(id=cid)).state is ConversationState.CLOSED
+    token = await csrf_of(teacher, f"/conversations/{cid}")
+    await teacher.post(f"/conversations/{cid}/state", data={"csrf_token": token, "state": "open"})
+    assert (await Conversation.get(id=cid)).state is ConversationState.OPEN
+
+
+async def test_lists_show_unread_counts_that_clear_when_opened(people, signed_in):
+    [cid] = await send(people, to=["g-ana"], subject="Lunch menu")
+    ana = await signed_in("g-ana")
+    inbox = await (await ana.get("/inbox")).text()
+    assert re.search(r'class="count"[^>]*>1<', inbox) and "Lunch menu" in inbox
+    await ana.get(f"/conversations/{cid}")
+    assert 'class="count"' not in await (await ana.get("/inbox")).text()
+    unread_only = await (await ana.get("/inbox?unread=1")).text()
+    assert "Lunch menu" not in unread_only
+
+
+async def test_the_staff_list_filters_by_state_kind_and_subject(people, signed_in):
+    [first] = await send(people, to=["g-ana"], subject="Lunch menu")
+    await send(people, to=["g-john"], subject="Snow day", kind=ConversationKind.ANNOUNCEMENT)
+    await Conversation.filter(id=first).update(state=ConversationState.CLOSED)
+    teacher = await signed_in("t-rivera")
+    everything = await (await teacher.get("/conversations")).text()
+    assert "Lunch menu" in everything and "Snow day" in everything
+    assert "Lunch menu" not in await (await teacher.get("/conversations?state=open")).text()
+    assert "Snow day" not in await (await teacher.get("/conversations?kind=conversation")).text()
+    found = await (await teacher.get("/conversations?q=LUNCH")).text()
+    assert "Lunch menu" in found and "Snow day" not in found
+    assert "Snow day" not in await (await teacher.get("/conversations?q=%25")).text()  # LIKE wildcards are literal
+
+
+async def test_pages_need_a_session_and_family_members_get_no_staff_pages(people, make_client, signed_in):
+    anonymous = await make_client()
+    response = await anonymous.get("/conversations", allow_redirects=False)
+    assert response.status == 303 and response.headers["Location"] == "/login?next=/conversations"
+    ana = await signed_in("g-ana")
+    assert (await ana.get("/conversations")).status == 403
+    teacher = await signed_in("t-rivera")
+    response = await teacher.get("/inbox", allow_redirects=False)
+    assert response.headers["Location"] == "/conversations"
