@@ -27,7 +27,7 @@ from gateway.threads.inbound import InboundProcessor
 from gateway.threads.live import hub_for
 from gateway.web import keys
 from gateway.web.api_invites import campaign_runner
-from gateway.web.middlewares import error_middleware
+from gateway.web.middlewares import error_middleware, security_headers_middleware
 from gateway.web.routes import setup_routes
 from gateway.web.sessions import csrf_middleware, session_middleware
 from gateway.web.throttle import LIMITS, AuthLimits
@@ -44,7 +44,8 @@ def create_app(
     `own_database=False` leaves the database to the caller (tests open one per test and share it).
     """
     app = web.Application(client_max_size=settings.max_request_bytes,
-                          middlewares=[error_middleware, session_middleware, csrf_middleware])
+                          middlewares=[security_headers_middleware, error_middleware, session_middleware,
+                                       csrf_middleware])
     app[keys.SETTINGS] = settings
     app[LIMITS] = AuthLimits()  # sign-in rate limits of this process
     env = aiohttp_jinja2.setup(

@@ -138,8 +138,9 @@ ClientFactory = Callable[..., Awaitable[TestClient]]
 
 
 @pytest.fixture
-def make_client(aiohttp_client: Any, settings: Settings) -> ClientFactory:
+def make_client(settings: Settings, aiohttp_client: Any) -> ClientFactory:
     """Build the real app on the test's database; keyword arguments override settings."""
+    # `settings` (hence the database) first: apps close before the test database is dropped.
 
     async def make(*, run_worker: bool = False, **overrides: Any) -> TestClient:
         app = create_app(replace(settings, **overrides), run_worker=run_worker, own_database=False)

@@ -228,6 +228,7 @@ async def post_message(request: web.Request) -> web.Response:
         secret_key=request.config_dict[keys.SETTINGS].secret_key,
     )
     _wake(request)
+    await request.config_dict[keys.LIVE].publish(conversation_id)
     return web.json_response({"message_id": message.id, "deliveries": deliveries}, status=201)
 
 

@@ -6,9 +6,10 @@ from typing import Any
 from aiohttp import web
 
 from gateway.channels.base import inbound_from_json
-from gateway.errors import Conflict, InvalidInput, NotFound
-from gateway.threads.inbound import attach_to_conversation, visible_text
-from gateway.threads.models import Conversation, InboundEvent, InboundOutcome
+from gateway.errors import InvalidInput
+from gateway.threads.inbound import visible_text
+from gateway.threads.models import InboundEvent, InboundOutcome
+from gateway.threads.triage import attach_unmatched
 from gateway.web import keys
 from gateway.web.api import read_json
 from gateway.web.schemas import AttachIn
@@ -53,17 +54,11 @@ async def attach_inbound(request: web.Request) -> web.Response:
     """POST /api/v1/inbound/{id}/attach {"conversation_id"}: put an unmatched item in a conversation."""
     school = request[keys.SCHOOL]
     raw = request.match_info["id"]
-    event = await InboundEvent.get_or_none(id=int(raw), school=school) if raw.isdigit() and len(raw) < 12 else None
-    if event is None or event.channel not in ("sms", "email"):
-        raise NotFound(f"no inbound item {raw!r} in this school")
     body = await read_json(request, AttachIn)
-    if event.outcome is not InboundOutcome.UNMATCHED:
-        raise Conflict(f"inbound item {event.id} is {event.outcome.value}; only unmatched items can be attached")
-    conversation = await Conversation.get_or_none(id=body.conversation_id, school=school)
-    if conversation is None:
-        raise NotFound(f"no conversation {body.conversation_id} in this school")
-    message = await attach_to_conversation(event, conversation)
+    message = await attach_unmatched(school.id, int(raw) if raw.isdigit() and len(raw) < 12 else None,
+                                     body.conversation_id)
     dispatcher = request.config_dict.get(keys.DISPATCHER)
     if dispatcher is not None:
         dispatcher.wake()
-    return web.json_response({"message_id": message.id, "conversation_id": conversation.id}, status=201)
+    await request.config_dict[keys.LIVE].publish(message.conversation_id)
+    return web.json_response({"message_id": message.id, "conversation_id": message.conversation_id}, status=201)

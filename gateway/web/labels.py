@@ -59,3 +59,13 @@ def kind_name(kind: str) -> str:
 
 def role_name(role: str) -> str:
     return {"staff": _("Staff"), "guardian": _("Guardian"), "student": _("Student")}.get(role, role)
+
+
+def route_name(channel: str, *, fallback: bool = False, short_link: bool = False) -> str:
+    """How a message will reach someone (a channel_choice.Route), e.g. "E-mail (instead of text message)"."""
+    if channel == "sms" and short_link:
+        return _("Text message with a link (instead of e-mail)") if fallback else _("Text message with a link")
+    if fallback:
+        return {"sms": _("Text message (instead of e-mail)"),
+                "email": _("E-mail (instead of text message)")}.get(channel, channel_name(channel))
+    return channel_name(channel)

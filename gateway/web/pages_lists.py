@@ -63,5 +63,5 @@ async def _render_list(request: web.Request, viewer: SignedIn, path: str, *, fam
         "schools": schools if len(schools) > 1 else {}, "scope": (extra or {}).get("scope", ""),
         "next_link": page_link(flt.page + 1) if more else None,
         "prev_link": page_link(flt.page - 1) if flt.page > 1 else None,
-        "states": STATES, "kinds": KINDS,
+        "states": STATES, "kinds": KINDS, "sent": form_int(request.query.get("sent")),
     })

@@ -13,8 +13,11 @@ from gateway.web import (
     openapi,
     pages,
     pages_auth,
+    pages_compose,
+    pages_family,
     pages_lists,
     pages_threads,
+    pages_triage,
     webhooks,
 )
 
@@ -43,9 +46,15 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post(r"/conversations/{id:\d+}/messages", pages_threads.reply)
     app.router.add_post(r"/conversations/{id:\d+}/state", pages_threads.change_state)
     app.router.add_get(r"/conversations/{id:\d+}/events", pages_threads.events)
-    # -- compose (gateway.web.pages_compose) --
-    # -- family pages (gateway.web.pages_family) --
-    # -- triage --
+    app.router.add_get("/compose", pages_compose.compose_page)
+    app.router.add_post("/compose", pages_compose.compose)
+    app.router.add_route("GET", "/preferences", pages_family.preferences)
+    app.router.add_route("POST", "/preferences", pages_family.preferences)
+    app.router.add_post(r"/preferences/contacts/{id:\d+}/retry", pages_family.retry_contact)
+    app.router.add_get("/conversations/new", pages_family.new_conversation_page)
+    app.router.add_post("/conversations/new", pages_family.new_conversation)
+    app.router.add_get("/triage", pages_triage.triage)
+    app.router.add_post(r"/triage/{id:\d+}/attach", pages_triage.attach)
     app.router.add_static("/static", STATIC)
     app.router.add_route("GET", "/password", pages_auth.password)
     app.router.add_route("POST", "/password", pages_auth.password)

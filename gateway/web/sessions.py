@@ -216,7 +216,12 @@ async def session_middleware(request: web.Request, handler: Handler) -> web.Stre
             request[USER] = session.user
         else:
             request[_CLEAR_SESSION_COOKIE] = True  # expired or ended elsewhere: forget it
-    response = await handler(request)
+    try:
+        response = await handler(request)
+    except web.HTTPRedirection as redirect:  # e.g. "sign in first": still forget a dead cookie
+        if request.get(_CLEAR_SESSION_COOKIE):
+            sign_out(request, redirect)
+        raise
     if request.get(_CLEAR_SESSION_COOKIE) and not response.prepared:
         sign_out(request, response)
     nonce = request.get(_NEW_CSRF_NONCE)

@@ -46,3 +46,25 @@ def signed_in(make_client: Any) -> SignIn:
         return client
 
     return sign_in
+
+
+# Inbound texts signed exactly as Twilio signs them (pages that show replies need real ones).
+TWILIO_TOKEN = "pages-twilio-auth-token-0123456789"
+TWILIO_SMS_URL = "http://127.0.0.1:8080/webhooks/twilio/sms"
+_sids = iter(f"SM{i:032x}" for i in range(1, 100_000))
+
+
+def twilio_overrides() -> dict[str, Any]:
+    from gateway.settings import TwilioSettings
+
+    return {"twilio": TwilioSettings("AC" + "e" * 32, TWILIO_TOKEN)}
+
+
+async def text_in(client: TestClient, body: str, *, sender: str, to: str) -> Any:
+    """POST a text to the inbound webhook as Twilio would (the client's public URL is 127.0.0.1:8080)."""
+    from tests.fakes.twilio import sign_twilio_request
+
+    form = {"MessageSid": next(_sids), "AccountSid": "AC" + "e" * 32, "From": sender, "To": to, "Body": body,
+            "NumMedia": "0", "ApiVersion": "2010-04-01"}
+    return await client.post("/webhooks/twilio/sms", data=form,
+                             headers={"X-Twilio-Signature": sign_twilio_request(TWILIO_TOKEN, TWILIO_SMS_URL, form)})

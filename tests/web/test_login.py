@@ -82,7 +82,7 @@ async def test_sign_in_with_email_and_password_then_the_inbox_knows_who_you_are(
     cookie = response.cookies["gw_session"]
     assert cookie["httponly"] and cookie["samesite"] == "Lax" and not cookie["secure"]
     page = await (await web.get("/inbox")).text()
-    assert "You are signed in as John Smith." in page and "Lincoln Elementary: Guardian" in page
+    assert '<span class="who meta">John Smith</span>' in page and "<h1>Inbox</h1>" in page
     [session] = await Session.all()
     assert session.method == "password" and session.user_id == (await user_of("g-john")).id
     # Signed in, /login and / lead to the inbox.
@@ -203,7 +203,7 @@ async def test_a_login_link_by_email_through_smtp_signs_in_once(web, joined, set
     signed_in = await web.post(f"/login/{token}", data={"csrf_token": CSRF.search(html).group(1)},
                                allow_redirects=False)
     assert signed_in.status == 303 and signed_in.headers["Location"] == "/inbox"
-    assert "You are signed in as John Smith." in await (await web.get("/inbox")).text()
+    assert '<span class="who meta">John Smith</span>' in await (await web.get("/inbox")).text()
     assert (await Session.get()).method == "link"
     again = await web.get(f"/login/{token}")
     assert again.status == 410 and "This link does not work any more" in await again.text()
@@ -373,7 +373,7 @@ async def test_a_shared_household_address_gets_a_link_for_each_person(web, joine
     # With a password, the same shared address signs in whoever's password it is.
     await set_password("g-wei", "river stones whisper")
     assert (await login(web, "john@family.example", "river stones whisper")).status == 303
-    assert "You are signed in as Li Wei." in await (await web.get("/inbox")).text()
+    assert '<span class="who meta">Li Wei</span>' in await (await web.get("/inbox")).text()
 
 
 async def test_a_session_slides_with_use_but_never_lives_past_thirty_days(joined):

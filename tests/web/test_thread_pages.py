@@ -151,3 +151,10 @@ async def test_pages_need_a_session_and_family_members_get_no_staff_pages(people
     teacher = await signed_in("t-rivera")
     response = await teacher.get("/inbox", allow_redirects=False)
     assert response.headers["Location"] == "/conversations"
+
+
+async def test_pages_forbid_foreign_scripts_and_framing(people, signed_in):
+    [cid] = await send(people, to=["g-ana"])
+    response = await (await signed_in("g-ana")).get(f"/conversations/{cid}")
+    assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+    assert response.headers["X-Frame-Options"] == "DENY" and response.headers["Referrer-Policy"] == "same-origin"
