@@ -87,7 +87,7 @@ async def test_a_guardian_signs_in_switches_to_spanish_and_sees_spanish_pages(pe
     await expect(page.locator("h1")).to_have_text("Bandeja de entrada")
     await page.click("text=Lunch menu")
     await expect(page.locator("#thread")).to_contain_text("Pizza on Friday")
-    await expect(page.locator("label[for=body]")).to_have_text("Tu respuesta")
+    await expect(page.locator("label[for=body]")).to_have_text("Su respuesta")
 
 
 async def test_arabic_pages_are_right_to_left(people, serve, new_page):
