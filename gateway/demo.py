@@ -9,16 +9,22 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import sys
+from datetime import datetime, timezone
 
 from gateway.db import migrate_database, open_database
-from gateway.directory.models import Role, School
+from gateway.directory.models import Membership, Role, School, User
 from gateway.directory.schools import create_api_key
 from gateway.directory.users import UserIn, upsert_users
+from gateway.invites.passwords import cost_for, hash_password
 from gateway.settings import Settings
 from gateway.threads.compose import RecipientSpec, send_communication
 from gateway.threads.models import ConversationKind
 
 DEMO_SLUG = "demo"
+# Demo accounts that can sign in at /login (never in production: see `seed`).
+DEMO_PASSWORD = "riverside demo school"
+DEMO_SIGN_INS = {"t-rivera": "rivera@school.example", "t-chen": "chen@school.example",
+                 "g-john": "john.smith@family.example", "g-ana": "+1 415 555 0142"}
 PEOPLE = [
     {"external_id": "t-rivera", "role": "staff", "name": "Ms. Rivera", "email": "rivera@school.example",
      "sections": ["Grade 3 Rivera"]},
@@ -49,6 +55,8 @@ async def seed(settings: Settings) -> str | None:
         school.quiet_hours_start = school.quiet_hours_end = 0  # the demo should show SMS at any hour
         await school.save()
         await upsert_users(school, [UserIn.model_validate(p) for p in PEOPLE])
+        if not settings.is_production:
+            await _give_demo_passwords(school, settings)
         await send_communication(
             school, sender_external_id="t-chen", kind=ConversationKind.ANNOUNCEMENT,
             recipients=RecipientSpec(roles=[Role.GUARDIAN]), subject="Welcome back!",
@@ -63,6 +71,14 @@ async def seed(settings: Settings) -> str | None:
         return key
 
 
+async def _give_demo_passwords(school: School, settings: Settings) -> None:
+    now = datetime.now(timezone.utc)
+    hashed = await hash_password(DEMO_PASSWORD, cost_for(settings))
+    for external_id in DEMO_SIGN_INS:
+        membership = await Membership.get(school=school, external_id=external_id)
+        await User.filter(id=membership.user_id).update(password_hash=hashed, joined_at=now)
+
+
 def run_demo(settings: Settings, *, serve: bool = True) -> int:
     settings = dataclasses.replace(settings, twilio=None, smtp=None)  # the demo never sends for real
     key = asyncio.run(seed(settings))
@@ -71,6 +87,9 @@ def run_demo(settings: Settings, *, serve: bool = True) -> int:
         print(key)
         sys.stderr.write(f"Demo school seeded. API key (shown once): {key}\n")
     sys.stderr.write(f"Dev mailbox: {base}/dev/mailbox   API: {base}/api/v1/openapi.json\n")
+    if not settings.is_production:
+        who = ", ".join(DEMO_SIGN_INS.values())
+        sys.stderr.write(f"Sign in at {base}/login as any of {who} with the password {DEMO_PASSWORD!r}\n")
     if not serve:
         return _send_now(settings)
     from aiohttp import web

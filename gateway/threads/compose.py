@@ -136,6 +136,7 @@ async def send_communication(
     private: bool = False,
     origin: Origin = Origin.API,
     secret_key: str,
+    submission_key: str | None = None,
 ) -> ComposeResult:
     """Create the conversation(s), the message(s) and every delivery, all in one transaction."""
     now = utcnow()
@@ -155,7 +156,7 @@ async def send_communication(
             )
             message = await Message.create(
                 conversation=conversation, author_id=sender.user_id, body=body, origin=origin,
-                direction=Direction.OUTBOUND, urgent=urgent,
+                direction=Direction.OUTBOUND, urgent=urgent, submission_key=None if messages else submission_key,
             )
             conversations.append(conversation)
             messages.append(message)
@@ -193,6 +194,7 @@ async def post_staff_reply(
     body: str,
     origin: Origin = Origin.API,
     secret_key: str,
+    submission_key: str | None = None,
 ) -> tuple[Message, int]:
     """A staff member writes in an existing conversation of this school; returns (message, deliveries)."""
     now = utcnow()
@@ -211,6 +213,7 @@ async def post_staff_reply(
         await conversation.save(update_fields=["state", "last_message_at"])
         message = await Message.create(
             conversation=conversation, author_id=sender.user_id, body=body, origin=origin, direction=Direction.OUTBOUND,
+            submission_key=submission_key,
         )
         others = {uid: p.role for uid, p in members.items() if uid != sender.user_id}
         people = await load_recipients(others)

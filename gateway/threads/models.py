@@ -85,6 +85,9 @@ class Message(Model):
     routed_by = fields.CharEnumField(RoutedBy, max_length=16, null=True)
     sender_unverified = fields.BooleanField(default=False)
     urgent = fields.BooleanField(default=False)
+    # A form's one-time submission key (hashed with its author): pressing Send twice, or the
+    # browser re-posting, finds the first message instead of writing a second one.
+    submission_key = fields.CharField(max_length=64, null=True, unique=True)
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:

@@ -39,7 +39,7 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-async def post_family_reply(access: ThreadAccess, body: str) -> Message:
+async def post_family_reply(access: ThreadAccess, body: str, *, submission_key: str | None = None) -> Message:
     """A guardian or student answers in the thread page; the staff are told by their channel."""
     if access.participant is None or access.conversation.kind is ConversationKind.NEWSLETTER:
         raise InvalidInput("this conversation does not take replies", code="no_replies")
@@ -49,7 +49,8 @@ async def post_family_reply(access: ThreadAccess, body: str) -> Message:
         conversation.state, conversation.last_message_at = ConversationState.OPEN, utcnow()
         await conversation.save(update_fields=["state", "last_message_at"])
         message = await Message.create(conversation=conversation, author_id=access.user_id, body=body,
-                                       origin=Origin.WEB, direction=Direction.INBOUND, routed_by=RoutedBy.WEB)
+                                       origin=Origin.WEB, direction=Direction.INBOUND, routed_by=RoutedBy.WEB,
+                                       submission_key=submission_key)
         participants = {p.user_id: p for p in await Participant.filter(conversation=conversation)}
         await Participant.filter(id=access.participant.id).update(last_read_at=utcnow())
         await forward_reply(conversation, message, participants, reopened=reopened)
@@ -84,7 +85,7 @@ async def teachers_for(user_id: int, school_id: int) -> list[tuple[Membership, l
 
 
 async def start_family_conversation(user_id: int, school_id: int, teacher_user_id: int, subject: str,
-                                    body: str, *, secret_key: str) -> Conversation:
+                                    body: str, *, secret_key: str, submission_key: str | None = None) -> Conversation:
     """A guardian or student starts a private conversation with one of their teachers."""
     allowed = {m.user_id for m, _ in await teachers_for(user_id, school_id)}
     if teacher_user_id not in allowed:
@@ -101,7 +102,8 @@ async def start_family_conversation(user_id: int, school_id: int, teacher_user_i
         await ReplyToken.bulk_create([new_reply_token(conversation.id, teacher_user_id, secret_key),
                                       new_reply_token(conversation.id, user_id, secret_key)])
         message = await Message.create(conversation=conversation, author_id=user_id, body=body, origin=Origin.WEB,
-                                       direction=Direction.INBOUND, routed_by=RoutedBy.WEB)
+                                       direction=Direction.INBOUND, routed_by=RoutedBy.WEB,
+                                       submission_key=submission_key)
         await forward_reply(conversation, message, {teacher_user_id: teacher, user_id: author})
     return conversation
 

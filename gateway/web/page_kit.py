@@ -6,16 +6,22 @@ once per request; the navigation bar and the per-school checks read them from th
 """
 from __future__ import annotations
 
+import hashlib
+import re
+import secrets
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Awaitable, Callable, Mapping, TypeVar
 from urllib.parse import quote
 
 import aiohttp_jinja2
 from aiohttp import web
+from tortoise.exceptions import IntegrityError
 
 from gateway.directory.models import Membership, Role, User
 from gateway.errors import GatewayError
 from gateway.i18n import babel_locale
+from gateway.threads.models import Message
+from gateway.web import keys
 from gateway.web.pages import use_language
 from gateway.web.sessions import csrf_token, current_user
 
@@ -113,7 +119,7 @@ def render(request: web.Request, template: str, context: dict[str, Any], *, lang
     viewer = request.get(_SIGNED_IN)
     lang = lang or (viewer.lang if viewer else page_language(request))
     base = {"lang": lang, "csrf_token": csrf_token(request), "user": current_user(request), "viewer": viewer,
-            "path": request.path}
+            "path": request.path, "submission": secrets.token_urlsafe(16)}
     response = aiohttp_jinja2.render_template(template, request, {**base, **context}, status=status)
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -129,3 +135,44 @@ def locale_name(code: str) -> str:
     """A language named in itself ("English", "Español", "العربية")."""
     name = babel_locale(code).get_display_name(code) or code
     return name[:1].upper() + name[1:]
+
+
+# -- forms that write messages: once per submission ------------------------------------------------
+
+SUBMISSION = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+T = TypeVar("T")
+
+
+def submission_key(user_id: int, form: Mapping[str, Any]) -> str | None:
+    """The stored key of this form submission (its random `submission` field, hashed with the author)."""
+    value = form.get("submission")
+    if not isinstance(value, str) or not SUBMISSION.match(value):
+        return None
+    return hashlib.sha256(f"{user_id}:{value}".encode()).hexdigest()
+
+
+async def once(key: str | None, write: Callable[[], Awaitable[T]]) -> tuple[T | None, Message | None]:
+    """Run `write` unless this submission was written already: (its result, None) or (None, the earlier message).
+
+    A double click or a re-posted form finds the first message (Message.submission_key is unique,
+    so two racing posts cannot both write).
+    """
+    if key is not None:
+        earlier = await Message.get_or_none(submission_key=key)
+        if earlier is not None:
+            return None, earlier
+    try:
+        return await write(), None
+    except IntegrityError:
+        earlier = await Message.get_or_none(submission_key=key) if key is not None else None
+        if earlier is None:
+            raise
+        return None, earlier
+
+
+async def after_commit(request: web.Request, *conversation_ids: int) -> None:
+    """Messages were committed: wake the outbox, and every page open on these conversations."""
+    dispatcher = request.config_dict.get(keys.DISPATCHER)
+    if dispatcher is not None:
+        dispatcher.wake()
+    await request.config_dict[keys.LIVE].publish(*conversation_ids)

@@ -39,6 +39,7 @@ from gateway.errors import GatewayError, InvalidInput, NotFound
 from gateway.i18n import _
 from gateway.threads.compose import (
     BATCH,
+    ComposeResult,
     RecipientSpec,
     load_recipients,
     resolve_recipients,
@@ -51,10 +52,13 @@ from gateway.web import keys, labels
 from gateway.web.page_kit import (
     Forbidden,
     SignedIn,
+    after_commit,
     form_int,
+    once,
     redirect,
     render,
     signed_in_staff,
+    submission_key,
 )
 from gateway.web.thread_view import clock
 
@@ -161,7 +165,7 @@ async def compose(request: web.Request) -> web.Response:
     try:
         audience = await check_draft(staff.school, draft, body_limit(request))
         if action == "send":
-            return await send(request, staff, draft, audience)
+            return await send(request, staff, draft, audience, submission_key(viewer.user.id, form))
         preview = await preview_recipients(staff.school, staff.user_id, draft, audience.spec)
     except Problem as problem:
         return await show_form(request, viewer, staff, draft, problem.errors, status=422)
@@ -367,27 +371,27 @@ def sms_wait(school: School, draft: Draft) -> datetime | None:
 # -- sending ---------------------------------------------------------------------------------------
 
 
-async def send(request: web.Request, staff: Membership, draft: Draft, audience: Audience) -> web.Response:
-    try:
-        result = await send_communication(
+async def send(request: web.Request, staff: Membership, draft: Draft, audience: Audience,
+               key: str | None) -> web.Response:
+    async def write() -> ComposeResult:
+        return await send_communication(
             staff.school, sender_external_id=staff.external_id, kind=ConversationKind(draft.kind),
             recipients=audience.spec, subject=draft.subject, body=draft.body, urgent=draft.urgent,
             private=draft.private, origin=Origin.WEB, secret_key=request.config_dict[keys.SETTINGS].secret_key,
+            submission_key=key,
         )
+
+    try:
+        result, earlier = await once(key, write)
     except (InvalidInput, NotFound) as exc:
         raise problem_of(exc) from None
-    await announce(request, result.conversation_ids)
+    if result is None:  # Send pressed twice: the first press sent it
+        assert earlier is not None
+        return redirect(f"/conversations/{earlier.conversation_id}?sent=1")
+    await after_commit(request, *result.conversation_ids)
     if len(result.conversation_ids) == 1:
         return redirect(f"/conversations/{result.conversation_ids[0]}?sent=1")
     return redirect(f"/conversations?sent={len(result.conversation_ids)}")
-
-
-async def announce(request: web.Request, conversation_ids: list[int]) -> None:
-    """Committed: wake the outbox, and every page open on these conversations."""
-    dispatcher = request.config_dict.get(keys.DISPATCHER)
-    if dispatcher is not None:
-        dispatcher.wake()
-    await request.config_dict[keys.LIVE].publish(*conversation_ids)
 
 
 def problem_of(exc: GatewayError) -> Problem:

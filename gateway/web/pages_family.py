@@ -33,16 +33,19 @@ from gateway.directory.models import (
 )
 from gateway.errors import NotFound
 from gateway.i18n import _, available_locales, best_locale
-from gateway.threads.models import SmsRoute
+from gateway.threads.models import Conversation, SmsRoute
 from gateway.threads.web_actions import start_family_conversation, teachers_for
 from gateway.web import keys
 from gateway.web.page_kit import (
     Forbidden,
     SignedIn,
+    after_commit,
     form_int,
+    once,
     redirect,
     render,
     signed_in,
+    submission_key,
 )
 from gateway.web.pages_auth import locale_choices
 
@@ -320,10 +323,15 @@ async def new_conversation(request: web.Request) -> web.Response:
         return await _render_new(request, viewer, values, errors=errors, status=422)
     school_id, teacher_id = _teacher_of(values["teacher"])
     settings = request.config_dict[keys.SETTINGS]
-    conversation = await start_family_conversation(viewer.user.id, school_id, teacher_id, values["subject"],
-                                                   values["body"], secret_key=settings.secret_key)
-    dispatcher = request.config_dict.get(keys.DISPATCHER)
-    if dispatcher is not None:
-        dispatcher.wake()
-    await request.config_dict[keys.LIVE].publish(conversation.id)
+    key = submission_key(viewer.user.id, form)
+
+    async def write() -> Conversation:
+        return await start_family_conversation(viewer.user.id, school_id, teacher_id, values["subject"],
+                                               values["body"], secret_key=settings.secret_key, submission_key=key)
+
+    conversation, earlier = await once(key, write)
+    if conversation is None:  # the same form posted twice: the first one started it
+        assert earlier is not None
+        return redirect(f"/conversations/{earlier.conversation_id}?sent=1")
+    await after_commit(request, conversation.id)
     return redirect(f"/conversations/{conversation.id}?sent=1")

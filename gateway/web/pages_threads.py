@@ -27,10 +27,20 @@ from gateway.errors import InvalidInput
 from gateway.i18n import _
 from gateway.threads.access import ThreadAccess, open_thread
 from gateway.threads.compose import post_staff_reply
-from gateway.threads.models import ConversationKind, ConversationState, Delivery, Origin, Participant
+from gateway.threads.models import ConversationKind, ConversationState, Delivery, Message, Origin, Participant
 from gateway.threads.web_actions import post_family_reply, set_state
 from gateway.web import keys, labels
-from gateway.web.page_kit import Forbidden, SignedIn, form_int, redirect, render, signed_in
+from gateway.web.page_kit import (
+    Forbidden,
+    SignedIn,
+    after_commit,
+    form_int,
+    once,
+    redirect,
+    render,
+    signed_in,
+    submission_key,
+)
 from gateway.web.thread_view import thread_items
 
 STATUS_EVERY = 3.0      # seconds between re-reads of delivery states while a page is open
@@ -83,16 +93,26 @@ async def reply(request: web.Request) -> web.Response:
         problem = _("Your message is too long.")
     if problem is not None:
         return await render_thread(request, viewer, access, school, error=problem, draft=body, status=422)
+    key = submission_key(viewer.user.id, form)
     if access.staff is not None:
-        message, _count = await post_staff_reply(school, access.conversation.id, sender_external_id=access.staff.external_id,
-                                                 body=body, origin=Origin.WEB,
-                                                 secret_key=request.config_dict[keys.SETTINGS].secret_key)
+        staff = access.staff
+
+        async def write() -> Message:
+            message, _count = await post_staff_reply(school, access.conversation.id, sender_external_id=staff.external_id,
+                                                     body=body, origin=Origin.WEB, submission_key=key,
+                                                     secret_key=request.config_dict[keys.SETTINGS].secret_key)
+            return message
     else:
-        try:
-            message = await post_family_reply(access, body)
-        except InvalidInput:
-            raise Forbidden("this conversation does not take replies") from None
-    await _after_write(request, access.conversation.id)
+        if access.participant is None or access.conversation.kind is ConversationKind.NEWSLETTER:
+            raise Forbidden("this conversation does not take replies")
+
+        async def write() -> Message:
+            return await post_family_reply(access, body, submission_key=key)
+    written, earlier = await once(key, write)
+    if written is not None:
+        await after_commit(request, access.conversation.id)
+    message = written or earlier  # the same form posted twice makes one message
+    assert message is not None
     return redirect(f"/conversations/{access.conversation.id}?sent=1#m{message.id}")
 
 
@@ -107,14 +127,6 @@ async def change_state(request: web.Request) -> web.Response:
     await set_state(access, ConversationState(wanted), viewer.user.id)
     await request.config_dict[keys.LIVE].publish(access.conversation.id)
     return redirect(f"/conversations/{access.conversation.id}")
-
-
-async def _after_write(request: web.Request, conversation_id: int) -> None:
-    """A message was committed: wake the outbox, and every page open on this conversation."""
-    dispatcher = request.config_dict.get(keys.DISPATCHER)
-    if dispatcher is not None:
-        dispatcher.wake()
-    await request.config_dict[keys.LIVE].publish(conversation_id)
 
 
 # -- live ------------------------------------------------------------------------------------------

@@ -150,3 +150,30 @@ async def test_compose_and_reply_work_with_javascript_off(people, serve, browser
     await page.click("#reply button[type=submit]")
     await expect(page.locator("#thread li")).to_have_count(2)
     assert await Message.filter(body="Smile!").count() == 1
+
+
+UNLABELLED = """() => [...document.querySelectorAll('input:not([type=hidden]), select, textarea, button')]
+  .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
+                && !el.getAttribute('aria-labelledby') && !(el.tagName === 'BUTTON' && el.textContent.trim()))
+  .map(el => el.outerHTML.slice(0, 120))"""
+
+
+async def test_every_page_fits_a_phone_and_every_control_has_a_name(people, serve, browser):
+    await Membership.filter(external_id="t-rivera").update(is_admin=True)
+    [cid] = await send(people, to=["g-john"], body="A long line " * 40)
+    base = await serve(run_worker=False)
+    pages = {"t-rivera": ["/conversations", "/compose", f"/conversations/{cid}", "/triage", "/preferences"],
+             "g-john": ["/inbox", f"/conversations/{cid}", "/conversations/new", "/preferences", "/password"]}
+    for who, paths in pages.items():
+        user = await give_password(who)
+        address = (await user.contact_points.all().order_by("id").first()).address
+        context = await browser.new_context(viewport={"width": 360, "height": 740}, is_mobile=True)
+        page = await context.new_page()
+        await sign_in(page, base, address, PASSWORD)
+        for path in paths:
+            response = await page.goto(base + path)
+            assert response.status == 200, path
+            overflow = await page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+            assert overflow <= 0, f"{path} is {overflow}px wider than a phone"
+            assert await page.evaluate(UNLABELLED) == [], path
+        await context.close()

@@ -1,6 +1,7 @@
 """The staff compose page: form, preview (who gets it, by which channel, who does not and why), send."""
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from typing import Any
 
@@ -321,3 +322,16 @@ async def test_nobody_to_send_to_is_a_form_error(people, signed_in):
     response = await post_compose(teacher, to="staff", action="send")
     assert response.status == 422 and "Nobody would receive this message" in await response.text()
     assert await written() == (0, 0, 0, 0)
+
+
+async def test_pressing_send_twice_sends_once(people, signed_in):
+    teacher = await signed_in("t-rivera")
+    preview = await (await post_compose(teacher, to="guardians")).text()
+    submission = re.search(r'name="submission" value="([\w-]+)"', preview).group(1)
+    first = await post_compose(teacher, to="guardians", action="send", submission=submission)
+    second = await post_compose(teacher, to="guardians", action="send", submission=submission)
+    assert first.status == second.status == 303
+    assert second.headers["Location"] == first.headers["Location"]
+    assert await Conversation.all().count() == 1 and await Message.all().count() == 1
+    third = await post_compose(teacher, to="guardians", action="send", submission="another-fresh-form-key")
+    assert third.status == 303 and await Message.all().count() == 2  # a new form is a new message

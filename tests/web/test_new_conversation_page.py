@@ -160,3 +160,12 @@ async def test_a_student_writes_to_their_own_teacher(people, signed_in):
     conversation = await Conversation.get(created_by_id=lucia)
     roles = {p.user_id: p.role for p in await Participant.filter(conversation=conversation)}
     assert roles == {lucia: "student", rivera: "staff"}
+
+
+async def test_the_same_form_posted_twice_starts_one_conversation(people, signed_in):
+    ana = await signed_in("g-ana")
+    rivera = await user_id("t-rivera")
+    fields = {"teacher": f"{people.id}:{rivera}", "subject": "Homework", "body": "Hola", "submission": "k" * 22}
+    first, second = await write(ana, **fields), await write(ana, **fields)
+    assert first.headers["Location"] == second.headers["Location"]
+    assert await counts() == (1, 1, 2, 1)

@@ -158,3 +158,16 @@ async def test_pages_forbid_foreign_scripts_and_framing(people, signed_in):
     response = await (await signed_in("g-ana")).get(f"/conversations/{cid}")
     assert "script-src 'self'" in response.headers["Content-Security-Policy"]
     assert response.headers["X-Frame-Options"] == "DENY" and response.headers["Referrer-Policy"] == "same-origin"
+
+
+async def test_a_reply_posted_twice_is_written_once(people, signed_in):
+    [cid] = await send(people, to=["g-ana"])
+    for who in ("g-ana", "t-rivera"):
+        client = await signed_in(who)
+        page = await (await client.get(f"/conversations/{cid}")).text()
+        data = {"csrf_token": re.search(r'name="csrf_token" value="(\w+)"', page).group(1),
+                "submission": re.search(r'name="submission" value="([\w-]+)"', page).group(1), "body": f"From {who}"}
+        first = await client.post(f"/conversations/{cid}/messages", data=data, allow_redirects=False)
+        second = await client.post(f"/conversations/{cid}/messages", data=data, allow_redirects=False)
+        assert first.headers["Location"] == second.headers["Location"]
+        assert await Message.filter(body=f"From {who}").count() == 1
