@@ -175,3 +175,31 @@ class AuditLog(Model):
     class Meta:
         table = "audit_log"
         indexes = (("school_id", "created_at"),)
+
+
+class RosterUpload(Model):
+    """A roster file an admin uploaded in the School Directory, kept between its preview and applying it.
+
+    `data` is the decoded text (the preview and the apply read it again, so what is applied is what
+    was previewed). The counts are those of the preview (`rejected` rows are skipped when applied).
+    `result` is what applying did: created, updated and skipped counts and the first skipped rows.
+    """
+
+    id = fields.IntField(primary_key=True)
+    school: fields.ForeignKeyRelation[School] = fields.ForeignKeyField("models.School", related_name="roster_uploads")
+    uploaded_by: fields.ForeignKeyRelation[User] = fields.ForeignKeyField("models.User", related_name="roster_uploads")
+    file_name = fields.CharField(max_length=255, default="")
+    sha256 = fields.CharField(max_length=64)
+    format = fields.CharField(max_length=16)  # oneroster or plain
+    data = fields.TextField()
+    rows = fields.IntField(default=0)
+    to_create = fields.IntField(default=0)
+    to_update = fields.IntField(default=0)
+    rejected = fields.IntField(default=0)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    applied_at = fields.DatetimeField(null=True)
+    result: dict | None = fields.JSONField(null=True)
+
+    class Meta:
+        table = "roster_upload"
+        indexes = (("school_id", "created_at"),)

@@ -6,7 +6,7 @@ rejects the request with its index and field, and nothing changes (DESIGN sectio
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Iterable, Sequence
+from typing import Annotated, Callable, Iterable, Sequence
 
 from babel import Locale, UnknownLocaleError
 from babel.core import parse_locale
@@ -96,6 +96,46 @@ def normalize_locale(raw: str) -> str:
     return str(locale)
 
 
+def prepare_user(school: School, index: int, data: UserIn) -> _Row:
+    """One person's own checks, with their addresses and locale normalised; raises RowError.
+
+    The checks that need no other row and no database: e-mail, phone (read in the school's region),
+    locale, guardian_of only for guardians, is_admin only for staff. upsert_users makes them for
+    every row, and the roster preview for each row on its own (to list every bad row).
+    """
+    try:
+        email = normalize_email(data.email) if data.email else None
+    except InvalidAddress as exc:
+        raise RowError(index, "email", str(exc)) from None
+    try:
+        phone = normalize_phone(data.phone, school.default_region) if data.phone else None
+    except InvalidAddress as exc:
+        raise RowError(index, "phone", str(exc)) from None
+    try:
+        locale = normalize_locale(data.locale) if data.locale else None
+    except ValueError as exc:
+        raise RowError(index, "locale", str(exc)) from None
+    if data.guardian_of and data.role is not Role.GUARDIAN:
+        raise RowError(index, "guardian_of", "only guardians have guardian_of")
+    if data.is_admin and data.role is not Role.STAFF:
+        raise RowError(index, "is_admin", "only staff can be admins")
+    return _Row(index, data, email, phone, locale)
+
+
+def link_problem(data: UserIn, current_role: Role | None, is_student: Callable[[str], bool]) -> tuple[str, str] | None:
+    """(field, message) when the school as it is stops this person being written, else None.
+
+    `current_role` is the role the person has in the school already (None: new); `is_student`
+    says whether an external id is a student of the school or of the batch being written.
+    """
+    for ext in data.guardian_of or []:
+        if not is_student(ext):
+            return "guardian_of", f"no student with external_id {ext!r} in this school"
+    if current_role is not None and current_role is not data.role:
+        return "role", f"is {current_role.value} already; a role cannot change"
+    return None
+
+
 def _prepare(school: School, users: Sequence[UserIn]) -> list[_Row]:
     rows: list[_Row] = []
     seen: dict[str, int] = {}
@@ -103,23 +143,7 @@ def _prepare(school: School, users: Sequence[UserIn]) -> list[_Row]:
         if data.external_id in seen:
             raise RowError(index, "external_id", f"repeats row {seen[data.external_id]}")
         seen[data.external_id] = index
-        try:
-            email = normalize_email(data.email) if data.email else None
-        except InvalidAddress as exc:
-            raise RowError(index, "email", str(exc)) from None
-        try:
-            phone = normalize_phone(data.phone, school.default_region) if data.phone else None
-        except InvalidAddress as exc:
-            raise RowError(index, "phone", str(exc)) from None
-        try:
-            locale = normalize_locale(data.locale) if data.locale else None
-        except ValueError as exc:
-            raise RowError(index, "locale", str(exc)) from None
-        if data.guardian_of and data.role is not Role.GUARDIAN:
-            raise RowError(index, "guardian_of", "only guardians have guardian_of")
-        if data.is_admin and data.role is not Role.STAFF:
-            raise RowError(index, "is_admin", "only staff can be admins")
-        rows.append(_Row(index, data, email, phone, locale))
+        rows.append(prepare_user(school, index, data))
     return rows
 
 
@@ -157,14 +181,14 @@ async def _upsert(school: School, rows: list[_Row]) -> UpsertResult:
             for m in await Membership.filter(school=school, external_id__in=list(referenced), role=Role.STUDENT)
         }
         batch_roles = {r.data.external_id: r.data.role for r in rows}
+        def is_student(ext: str) -> bool:
+            return ext in students or batch_roles.get(ext) is Role.STUDENT
+
         for r in rows:
-            for ext in r.data.guardian_of or []:
-                known = ext in students or batch_roles.get(ext) is Role.STUDENT
-                if not known:
-                    raise RowError(r.index, "guardian_of", f"no student with external_id {ext!r} in this school")
             old = existing.get(r.data.external_id)
-            if old is not None and old.role is not r.data.role:
-                raise RowError(r.index, "role", f"is {old.role.value} already; a role cannot change")
+            problem = link_problem(r.data, old.role if old is not None else None, is_student)
+            if problem is not None:
+                raise RowError(r.index, *problem)
 
         created = updated = 0
         user_ids: dict[str, int] = {}

@@ -30,8 +30,14 @@ class ThreadAccess:
     def sees_everything(self) -> bool:
         return self.family is None
 
-    def may_see(self, author_id: int | None, author_is_staff: bool) -> bool:
-        return self.family is None or author_is_staff or author_id is None or author_id in self.family
+    def may_see(self, author_id: int | None, author_is_staff: bool, inbound: bool) -> bool:
+        """Staff words, and the family's own; an inbound message with no known author (an unknown
+        number, a reply attached by staff) could be anyone's, so families never see it."""
+        if self.family is None or author_is_staff:
+            return True
+        if author_id is None:
+            return not inbound
+        return author_id in self.family
 
 
 async def family_of(user_id: int, school_id: int) -> frozenset[int]:

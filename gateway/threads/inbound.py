@@ -26,6 +26,7 @@ from gateway.channels.base import (
 )
 from gateway.directory.contacts import redact
 from gateway.directory.models import ContactKind, ContactPoint, Membership, School
+from gateway.errors import Conflict
 from gateway.threads.bounces import apply_bounce
 from gateway.threads.keywords import school_for_number
 from gateway.threads.models import (
@@ -278,8 +279,12 @@ async def attach_to_conversation(event: InboundEvent, conversation: Conversation
     resolution = Resolution(conversation.id, author.user_id if author else None, RoutedBy.TRIAGE,
                             sender_unverified=author is None)
     async with in_transaction():
+        # Claim the item first: of two attaches racing (a double click, two admins), one wins.
+        claimed = await InboundEvent.filter(id=event.id, outcome=InboundOutcome.UNMATCHED).update(
+            outcome=InboundOutcome.ROUTED, reason="attached by staff", conversation_id=conversation.id,
+            processed_at=utcnow())
+        if not claimed:
+            raise Conflict(f"inbound item {event.id} was already dealt with")
         message = await post_inbound(resolution, msg, visible_text(msg) or (msg.text or "").strip() or "(no text)")
-        await InboundEvent.filter(id=event.id).update(
-            outcome=InboundOutcome.ROUTED, reason="attached by staff", message_id=message.id,
-            conversation_id=conversation.id, processed_at=utcnow())
+        await InboundEvent.filter(id=event.id).update(message_id=message.id)
     return message

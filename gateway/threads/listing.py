@@ -3,7 +3,8 @@
 One SQL statement per page (the unread count is a correlated subquery on the
 (conversation_id, created_at) index), written once with "?" placeholders for both backends.
 Unread means: written after the person last opened the conversation, not by them, and (for a
-guardian or student) written by the staff, since they never see other families' replies.
+guardian or student) written by the staff (from the web, the API, or answering by e-mail or SMS),
+since they never see other families' replies.
 """
 from __future__ import annotations
 
@@ -16,6 +17,10 @@ from tortoise import connections
 from gateway.db import dialect, placeholders
 
 PER_PAGE = 50
+# A message of `m` in conversation `c` written by the school: outbound, or an inbound reply whose
+# author is staff of that school (a teacher answering from their phone or mail client).
+FROM_STAFF = ("(m.direction = 'outbound' OR EXISTS (SELECT 1 FROM membership sm WHERE sm.school_id = c.school_id "
+              "AND sm.user_id = m.author_id AND sm.role = 'staff'))")
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,7 @@ async def list_conversations(user_id: int, flt: ListFilter, *, family: bool,
     those the person takes part in.
     """
     args: list[Any] = []
-    staff_only = " AND m.direction = 'outbound'" if family else ""
+    staff_only = f" AND {FROM_STAFF}" if family else ""
     unread = (f"CASE WHEN p.id IS NULL THEN 0 ELSE (SELECT COUNT(*) FROM message m WHERE m.conversation_id = c.id "
               f"AND (p.last_read_at IS NULL OR m.created_at > p.last_read_at) "
               f"AND (m.author_id IS NULL OR m.author_id <> ?){staff_only}) END")
@@ -115,9 +120,10 @@ async def _add_previews(items: list[ListedConversation], user_id: int, *, family
     postgres = dialect() == "postgres"
     marks = ",".join("?" for _ in items)
     ids = [item.id for item in items]
-    visible = " AND (direction = 'outbound' OR author_id = ?)" if family else ""
-    sql = (f"SELECT conversation_id, body FROM message WHERE id IN (SELECT MAX(id) FROM message "
-           f"WHERE conversation_id IN ({marks}){visible} GROUP BY conversation_id)")
+    visible = f" AND ({FROM_STAFF} OR m.author_id = ?)" if family else ""
+    sql = (f"SELECT conversation_id, body FROM message WHERE id IN (SELECT MAX(m.id) FROM message m "
+           f"JOIN conversation c ON c.id = m.conversation_id "
+           f"WHERE m.conversation_id IN ({marks}){visible} GROUP BY m.conversation_id)")
     _n, rows = await conn.execute_query(placeholders(postgres, sql), ids + ([user_id] if family else []))
     previews = {r["conversation_id"]: r["body"] for r in rows}
     sql = (f"SELECT conversation_id, COUNT(*) AS n FROM participant WHERE conversation_id IN ({marks}) "

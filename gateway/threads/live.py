@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "gateway_live"
 MAX_PAYLOAD = 7900
+KEEPALIVE_EVERY = 30.0  # seconds between probes of the listening connection
 
 
 class LiveHub:
@@ -85,9 +86,24 @@ class PostgresLiveHub(LiveHub):
         self._conn: asyncpg.Connection | None = None
         self._closing = False
         self._reconnect: asyncio.Task[None] | None = None
+        self._keepalive: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self._listen()
+        self._keepalive = asyncio.get_running_loop().create_task(self._keep_alive())
+
+    async def _keep_alive(self) -> None:
+        """A half-open connection raises no termination event: probe it, and listen anew if it hangs."""
+        while not self._closing:
+            await asyncio.sleep(KEEPALIVE_EVERY)
+            conn = self._conn
+            if conn is None or conn.is_closed():
+                continue
+            try:
+                await asyncio.wait_for(conn.fetchval("SELECT 1"), 5)
+            except Exception:  # noqa: BLE001
+                log.warning("live updates: the listening connection does not answer; listening anew")
+                conn.terminate()  # fires the termination listener, which listens again
 
     async def _listen(self) -> None:
         conn = await asyncpg.connect(**self.params, timeout=10)
@@ -107,7 +123,7 @@ class PostgresLiveHub(LiveHub):
         while not self._closing:
             try:
                 await self._listen()
-            except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+            except Exception as exc:  # noqa: BLE001 (any failure: try again later, never give up)
                 log.warning("live updates: listening again failed (%s); retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
@@ -123,8 +139,9 @@ class PostgresLiveHub(LiveHub):
 
     async def close(self) -> None:
         self._closing = True
-        if self._reconnect is not None:
-            self._reconnect.cancel()
+        for task in (self._reconnect, self._keepalive):
+            if task is not None:
+                task.cancel()
         if self._conn is not None and not self._conn.is_closed():
             try:
                 await asyncio.wait_for(self._conn.close(), 5)

@@ -69,3 +69,9 @@ def route_name(channel: str, *, fallback: bool = False, short_link: bool = False
         return {"sms": _("Text message (instead of e-mail)"),
                 "email": _("E-mail (instead of text message)")}.get(channel, channel_name(channel))
     return channel_name(channel)
+
+
+def problem_name(problem: str | None) -> str:
+    """A contact point's state (ContactPoint.problem) for the directory."""
+    return {"opted_out": _("Opted out"), "bouncing": _("Bouncing"), "unreachable": _("Unreachable")}.get(
+        problem or "", problem or "")

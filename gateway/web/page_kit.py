@@ -113,6 +113,22 @@ async def signed_in_staff(request: web.Request) -> SignedIn:
     return viewer
 
 
+async def signed_in_admin(request: web.Request, school: Any = None) -> tuple[SignedIn, Membership]:
+    """A staff admin and the school they act for: `school` (an id from the form or query) when they
+    administer it, else their first; anyone else gets 403 (directory pages show contact details)."""
+    viewer = await signed_in_staff(request)
+    admin = [m for m in viewer.staff if m.is_admin]
+    if not admin:
+        raise Forbidden("only school administrators use the directory")
+    wanted = form_int(school)
+    if wanted is None:
+        return viewer, admin[0]
+    chosen = next((m for m in admin if m.school_id == wanted), None)
+    if chosen is None:
+        raise Forbidden("you do not administer that school")
+    return viewer, chosen
+
+
 def render(request: web.Request, template: str, context: dict[str, Any], *, lang: str | None = None,
            status: int = 200) -> web.Response:
     """A page in `lang` (default: the signed-in person's), with the CSRF token and the navigation."""

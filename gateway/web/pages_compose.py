@@ -163,7 +163,7 @@ async def compose(request: web.Request) -> web.Response:
     if action == "edit":
         return await show_form(request, viewer, staff, draft)
     try:
-        audience = await check_draft(staff.school, draft, body_limit(request))
+        audience = await check_draft(staff, draft, body_limit(request))
         if action == "send":
             return await send(request, staff, draft, audience, submission_key(viewer.user.id, form))
         preview = await preview_recipients(staff.school, staff.user_id, draft, audience.spec)
@@ -207,11 +207,16 @@ def body_limit(request: web.Request) -> int:
     return request.config_dict[keys.SETTINGS].max_body_chars
 
 
-async def check_draft(school: School, draft: Draft, limit: int) -> Audience:
+SCHOOL_WIDE = ("staff", "guardians")  # whole-school audiences: admins only (a teacher writes to their classes)
+
+
+async def check_draft(staff: Membership, draft: Draft, limit: int) -> Audience:
     """The recipients the draft names, or a Problem listing everything to fix, in the form's order."""
     errors: dict[str, str] = {}
     try:
-        audience = await find_audience(school, draft)
+        if draft.to in SCHOOL_WIDE and not staff.is_admin:
+            raise Problem("to", _("Only school administrators write to all staff or all guardians."))
+        audience = await find_audience(staff.school, draft)
     except Problem as problem:
         errors.update(problem.errors)
     errors.update(message_errors(draft, limit))
@@ -287,6 +292,7 @@ async def show_form(request: web.Request, viewer: SignedIn, staff: Membership, d
         "school": staff.school, "schools": viewer.staff if len(viewer.staff) > 1 else [],
         "choices": await directory_choices(staff.school), "draft": draft, "errors": errors or {},
         "kinds": KINDS, "labels": labels, "subject_max": SUBJECT_MAX, "limit": body_limit(request),
+        "school_wide": staff.is_admin,
     }, status=status)
 
 

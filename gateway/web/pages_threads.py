@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime, timezone
+import logging
+import time
+from datetime import datetime, timedelta, timezone
 
 import aiohttp_jinja2
 from aiohttp import web
+from tortoise.expressions import Q
 
 from gateway.directory.models import School
-from gateway.errors import InvalidInput
+from gateway.errors import InvalidInput, NotFound
 from gateway.i18n import _
 from gateway.threads.access import ThreadAccess, open_thread
 from gateway.threads.compose import post_staff_reply
@@ -41,10 +44,14 @@ from gateway.web.page_kit import (
     signed_in,
     submission_key,
 )
+from gateway.web.sessions import Session, current_session
 from gateway.web.thread_view import thread_items
 
-STATUS_EVERY = 3.0      # seconds between re-reads of delivery states while a page is open
+log = logging.getLogger(__name__)
+
+STATUS_EVERY = 3.0      # seconds between re-reads of delivery states while a staff page is open
 HEARTBEAT_EVERY = 20.0  # an SSE comment keeps proxies from closing an idle stream
+RECHECK_EVERY = 15.0    # seconds between checks that the viewer may still watch
 
 
 def utcnow() -> datetime:
@@ -69,9 +76,10 @@ async def thread(request: web.Request) -> web.Response:
 
 async def render_thread(request: web.Request, viewer: SignedIn, access: ThreadAccess, school: School, *,
                         error: str | None = None, draft: str = "", status: int = 200) -> web.Response:
+    rendered_at = utcnow()
     items = await thread_items(access, viewer.lang, school.timezone)
-    if access.participant is not None:
-        await Participant.filter(id=access.participant.id).update(last_read_at=utcnow())
+    if items:
+        await _mark_read(access, items[-1].created_at)
     conversation = access.conversation
     return render(request, "thread.html", {
         "conversation": conversation, "school": school, "items": items, "access": access,
@@ -79,7 +87,15 @@ async def render_thread(request: web.Request, viewer: SignedIn, access: ThreadAc
         "can_reply": access.staff is not None or conversation.kind is not ConversationKind.NEWSLETTER,
         "closed": conversation.state is ConversationState.CLOSED, "limit": body_limit(request),
         "notice": _("Your message was sent.") if request.query.get("sent") else None,
+        "rendered_at": rendered_at.isoformat(), "families": await _families_reached(access),
     }, status=status)
+
+
+async def _families_reached(access: ThreadAccess) -> int:
+    """For staff: how many non-staff people a reply here goes to (a warning when it is more than one)."""
+    if access.staff is None:
+        return 0
+    return await Participant.filter(conversation_id=access.conversation.id).exclude(role="staff").count()
 
 
 async def reply(request: web.Request) -> web.Response:
@@ -137,32 +153,40 @@ async def events(request: web.Request) -> web.StreamResponse:
     hub = request.config_dict[keys.LIVE]
     last_seen = request.headers.get("Last-Event-ID") or request.query.get("after", "")
     last_id = int(last_seen) if last_seen.isdigit() and len(last_seen) < 12 else 0
+    status_since = _since(request.query.get("since"))
     env = aiohttp_jinja2.get_env(request.app)
     macros = env.get_template("_message.html").module
+    session = current_session(request)
     response = web.StreamResponse(headers={
         "Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"})
     await response.prepare(request)
-    status_since = utcnow()
-    quiet_for = 0.0
-    # "retry" tells the browser how soon to reconnect after a drop (milliseconds).
-    await response.write(b"retry: 2000\n\n")
+    # Staff pages re-read delivery states on a timer; new messages come by wake-up (gateway.threads.live).
+    timer = STATUS_EVERY if access.staff is not None else HEARTBEAT_EVERY
+    quiet_for, checked_at = 0.0, time.monotonic()
+    await response.write(b"retry: 2000\n\n")  # how soon the browser reconnects after a drop (ms)
     with hub.watch(access.conversation.id) as changed:
         while not hub.stopping:
             try:
-                await asyncio.wait_for(changed.wait(), timeout=STATUS_EVERY)
+                await asyncio.wait_for(changed.wait(), timeout=timer)
                 quiet_for = 0.0
             except asyncio.TimeoutError:
-                quiet_for += STATUS_EVERY
+                quiet_for += timer
             changed.clear()
             if hub.stopping:
                 break
             try:
+                # Signed out or session ended (e.g. a student's login disabled): the stream ends, and
+                # the browser's reconnect is refused. No longer in the conversation: likewise.
+                if session is None or not await Session.exists(id=session.id, expires_at__gt=utcnow()):
+                    break
+                if time.monotonic() - checked_at >= RECHECK_EVERY:
+                    access = await open_thread(viewer.user.id, access.conversation.id)
+                    checked_at = time.monotonic()
                 for item in await thread_items(access, viewer.lang, school.timezone, after_id=last_id):
                     html = macros.message_item(item, access, labels)
                     await _send(response, "message", {"id": item.id, "html": str(html)}, event_id=item.id)
                     last_id = item.id
-                    if access.participant is not None:
-                        await Participant.filter(id=access.participant.id).update(last_read_at=utcnow())
+                    await _mark_read(access, item.created_at)
                 if access.staff is not None:
                     status_since = await _send_states(response, access, viewer, school, macros, status_since)
                 if quiet_for >= HEARTBEAT_EVERY:
@@ -170,7 +194,31 @@ async def events(request: web.Request) -> web.StreamResponse:
                     quiet_for = 0.0
             except (ConnectionResetError, RuntimeError):  # the page was closed
                 break
+            except NotFound:  # no longer allowed to see it
+                break
+            except Exception:  # never answer an error on a started stream: log, end it, let it reconnect
+                log.exception("live stream of conversation %s failed", access.conversation.id)
+                break
     return response
+
+
+def _since(raw: str | None) -> datetime:
+    """Delivery states changed after this moment are sent: the page's render time, at most an hour back."""
+    now = utcnow()
+    try:
+        moment = datetime.fromisoformat(raw or "")
+    except ValueError:
+        return now
+    if moment.tzinfo is None:
+        return now
+    return min(now, max(moment, now - timedelta(hours=1)))
+
+
+async def _mark_read(access: ThreadAccess, up_to: datetime) -> None:
+    """Read up to the newest message shown (not "now": one committed meanwhile stays unread)."""
+    if access.participant is not None:
+        await Participant.filter(id=access.participant.id).filter(
+            Q(last_read_at__isnull=True) | Q(last_read_at__lt=up_to)).update(last_read_at=up_to)
 
 
 async def _send_states(response: web.StreamResponse, access: ThreadAccess, viewer: SignedIn, school: School,

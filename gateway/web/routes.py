@@ -14,8 +14,11 @@ from gateway.web import (
     pages,
     pages_auth,
     pages_compose,
+    pages_directory,
     pages_family,
+    pages_invitations,
     pages_lists,
+    pages_roster,
     pages_threads,
     pages_triage,
     webhooks,
@@ -55,6 +58,18 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/conversations/new", pages_family.new_conversation)
     app.router.add_get("/triage", pages_triage.triage)
     app.router.add_post(r"/triage/{id:\d+}/attach", pages_triage.attach)
+    app.router.add_get("/directory", pages_directory.directory_home)
+    app.router.add_get("/directory/people", pages_directory.people)
+    app.router.add_get("/directory/people.csv", pages_directory.people_csv)
+    app.router.add_post(r"/directory/people/{id:\d+}/login", pages_directory.student_login)
+    app.router.add_post("/directory/sections/login", pages_directory.section_logins)
+    app.router.add_get("/directory/invitations", pages_invitations.invitations_page)
+    app.router.add_post("/directory/invitations", pages_invitations.invitations)
+    app.router.add_get(r"/directory/invitations/{id:\d+}", pages_invitations.campaign_page)
+    app.router.add_get("/directory/roster", pages_roster.roster_page)
+    app.router.add_post("/directory/roster", pages_roster.upload)  # streamed: sessions.STREAMED_UPLOAD_PATHS
+    app.router.add_get(r"/directory/roster/{id:\d+}", pages_roster.preview_page)
+    app.router.add_post(r"/directory/roster/{id:\d+}/apply", pages_roster.apply)
     app.router.add_static("/static", STATIC)
     app.router.add_route("GET", "/password", pages_auth.password)
     app.router.add_route("POST", "/password", pages_auth.password)

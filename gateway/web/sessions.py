@@ -14,6 +14,13 @@ RFC 8058 one-click /unsubscribe/<token>, must carry a `csrf_token` form field (o
   the random value of the `gw_csrf` cookie), so a token cannot be made without the server key.
 Either is accepted, so a form opened before signing in (or in another tab) still posts.
 A missing or wrong token is a 403 page in the user's language, and nothing is written.
+
+Streamed uploads: the middleware reads a form with `request.post()`, which holds the whole body in
+memory and is capped by the app's client_max_size (GATEWAY_MAX_REQUEST_BYTES, 1 MiB). A roster
+file is far bigger (50,000 people is 5-10 MB), so the few paths in STREAMED_UPLOAD_PATHS are not
+read here: their handlers stream the body with `read_upload`, which checks the token itself
+before it returns anything (a handler cannot get the data without the check), and the middleware
+fails any such request whose handler returned without that check.
 """
 from __future__ import annotations
 
@@ -23,7 +30,7 @@ import secrets
 from datetime import datetime, timedelta, timezone
 from typing import Awaitable, Callable
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from tortoise import fields
 from tortoise.models import Model
 
@@ -41,6 +48,12 @@ CSRF_HEADER = "X-CSRF-Token"
 CSRF_EXEMPT_PREFIXES = ("/api/", "/webhooks/", "/unsubscribe/")
 NO_SESSION_PREFIXES = ("/api/", "/webhooks/")
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# Multipart posts to these exact paths are read (and their CSRF token checked) by the handler with
+# read_upload, under its own size limit, not by csrf_middleware (see the module docstring). Keep
+# this list short and explicit: each handler here MUST call read_upload before it writes anything.
+STREAMED_UPLOAD_PATHS = frozenset({"/directory/roster"})
+UPLOAD_FIELD_BYTES = 64 * 1024  # a plain (non-file) field of a streamed upload
+UPLOAD_MAX_PARTS = 16
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -68,6 +81,7 @@ USER = web.RequestKey("user", User)
 SESSION = web.RequestKey("session", Session)
 _NEW_CSRF_NONCE = web.RequestKey("new_csrf_nonce", str)
 _CLEAR_SESSION_COOKIE = web.RequestKey("clear_session_cookie", bool)
+_CSRF_PENDING = web.RequestKey("csrf_pending", bool)  # a streamed upload whose token is not checked yet
 
 
 class CsrfError(GatewayError):
@@ -235,6 +249,13 @@ async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamR
     """Refuse a page form posted without the right CSRF token, before the handler runs."""
     if request.method in UNSAFE_METHODS and not request.path.startswith(CSRF_EXEMPT_PREFIXES):
         sent = request.headers.get(CSRF_HEADER)
+        if sent is None and request.content_type == "multipart/form-data" and request.path in STREAMED_UPLOAD_PATHS:
+            # The handler streams the body and checks the token with read_upload (module docstring).
+            request[_CSRF_PENDING] = True
+            response = await handler(request)
+            if request.get(_CSRF_PENDING):
+                raise RuntimeError(f"{request.path} is a streamed upload but its handler never called read_upload")
+            return response
         if sent is None and request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
             form = await request.post()
             value = form.get(CSRF_FIELD)
@@ -242,3 +263,69 @@ async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamR
         if not csrf_ok(request, sent):
             raise CsrfError("the form's security token is missing or wrong; reload the page and try again")
     return await handler(request)
+
+
+# -- streamed uploads ------------------------------------------------------------------------------
+
+
+async def read_upload(request: web.Request, max_bytes: int) -> tuple[dict[str, str], str, bytes]:
+    """(the plain fields, the file's name, the file's bytes) of a multipart form with one file.
+
+    Streams the body (not bound by client_max_size): more than `max_bytes` in all is a 413. The
+    CSRF token (the csrf_token field, or the X-CSRF-Token header) is checked before anything is
+    returned, and as soon as it is read when it comes before the file (browsers send fields in
+    form order): a wrong or missing token raises CsrfError. The only way to read a body that
+    csrf_middleware left alone (STREAMED_UPLOAD_PATHS).
+    """
+    if request.content_type != "multipart/form-data":
+        # csrf_middleware has checked any other form already: this is just the wrong kind of post.
+        raise GatewayError("send the file as a multipart/form-data upload")
+    header = request.headers.get(CSRF_HEADER)
+    checked = header is not None and _csrf_checked(request, header)
+    fields: dict[str, str] = {}
+    file_name: str | None = None
+    data = bytearray()
+    total = 0
+    try:
+        reader = await request.multipart()
+    except (ValueError, AssertionError):
+        raise GatewayError("the upload could not be read as multipart/form-data") from None
+    for _ in range(UPLOAD_MAX_PARTS + 1):
+        try:
+            part = await reader.next()
+        except ValueError:
+            raise GatewayError("the upload could not be read as multipart/form-data") from None
+        if part is None:
+            break
+        if not isinstance(part, BodyPartReader):
+            raise GatewayError("nested multipart bodies are not accepted")
+        is_file = part.filename is not None
+        if is_file and file_name is not None:
+            raise GatewayError("send one file")
+        limit = max_bytes if is_file else UPLOAD_FIELD_BYTES
+        value = bytearray()
+        while chunk := await part.read_chunk(64 * 1024):
+            value += chunk
+            total += len(chunk)
+            if total > max_bytes or len(value) > limit:
+                raise web.HTTPRequestEntityTooLarge(max_size=max_bytes, actual_size=total)
+        if is_file:
+            file_name, data = part.filename or "", value
+            continue
+        text = value.decode("utf-8", errors="replace")
+        fields[part.name or ""] = text
+        if part.name == CSRF_FIELD and not checked:
+            checked = _csrf_checked(request, text)
+    else:
+        raise GatewayError("too many form fields")
+    if not checked:
+        _csrf_checked(request, None)
+    return fields, file_name or "", bytes(data)
+
+
+def _csrf_checked(request: web.Request, sent: str | None) -> bool:
+    """True when `sent` is this request's token (and the upload may be read); else raise CsrfError."""
+    if not csrf_ok(request, sent):
+        raise CsrfError("the form's security token is missing or wrong; reload the page and try again")
+    request[_CSRF_PENDING] = False
+    return True

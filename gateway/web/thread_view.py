@@ -90,15 +90,17 @@ async def thread_items(access: ThreadAccess, lang: str, timezone_name: str, *, a
     author_ids = {r["author_id"] for r in rows if r["author_id"]}
     staff_ids = set(await Membership.filter(school_id=school_id, role=Role.STAFF, user_id__in=list(author_ids))
                     .values_list("user_id", flat=True))
-    rows = [r for r in rows if access.may_see(r["author_id"], r["author_id"] in staff_ids)]
+    rows = [r for r in rows if access.may_see(r["author_id"], r["author_id"] in staff_ids,
+                                              _value(r["direction"]) == "inbound")]
     deliveries: dict[int, list[dict[str, Any]]] = {}
     if access.sees_everything:
         for d in await Delivery.filter(message_id__in=[r["id"] for r in rows]).order_by("id").values(
-                "id", "message_id", "recipient_id", "channel", "status", "error_reason"):
+                "id", "message_id", "recipient_id", "channel", "status", "error_code", "error_reason"):
             deliveries.setdefault(d["message_id"], []).append(d)
     user_ids = author_ids | {d["recipient_id"] for ds in deliveries.values() for d in ds}
     names = dict(await User.filter(id__in=list(user_ids)).values_list("id", "name")) if user_ids else {}
     fmt = clock(lang, timezone_name)
+    raw_errors = access.staff is not None and access.staff.is_admin
     items = []
     for r in rows:
         items.append(ThreadItem(
@@ -108,14 +110,21 @@ async def thread_items(access: ThreadAccess, lang: str, timezone_name: str, *, a
             routed_by=_value(r["routed_by"]) if r["routed_by"] else None,
             sender_unverified=r["sender_unverified"], urgent=r["urgent"], body=r["body"],
             created_at=r["created_at"], when=fmt(r["created_at"]),
-            deliveries=[_line(d, names) for d in deliveries.get(r["id"], [])],
+            deliveries=[_line(d, names, raw_errors) for d in deliveries.get(r["id"], [])],
         ))
     return items
 
 
-def _line(d: dict[str, Any], names: dict[int, str]) -> DeliveryLine:
+def _line(d: dict[str, Any], names: dict[int, str], raw_errors: bool) -> DeliveryLine:
+    """A delivery as staff see it. A provider's own error text often quotes the address, so only
+    admins (who see addresses in the directory anyway) get it; other staff see its code."""
     status = _value(d["status"])
-    reason = labels.reason_name(d["error_reason"]) if status == "suppressed" else (d["error_reason"] or "")
+    if status == "suppressed":
+        reason = labels.reason_name(d["error_reason"])
+    elif raw_errors:
+        reason = d["error_reason"] or d["error_code"] or ""
+    else:
+        reason = d["error_code"] or ""
     return DeliveryLine(d["id"], names.get(d["recipient_id"], ""), d["channel"], status, reason)
 
 

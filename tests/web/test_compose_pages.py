@@ -125,6 +125,7 @@ async def test_the_preview_says_who_will_not_receive_it_and_why_and_notes_fallba
 
 
 async def test_a_newsletter_preview_shows_the_text_message_link_and_who_unsubscribed(people, signed_in):
+    await Membership.filter(external_id="t-rivera").update(is_admin=True)  # school-wide audiences
     await User.filter(id=await user_id("g-wei")).update(newsletters_unsubscribed_at=datetime.now(timezone.utc))
     teacher = await signed_in("t-rivera")
     html = await (await post_compose(teacher, to="guardians", kind="newsletter")).text()
@@ -156,6 +157,7 @@ async def test_edit_brings_back_the_filled_form(people, signed_in):
 
 
 async def test_the_preview_caps_its_rows_but_keeps_the_counts_exact(people, signed_in, monkeypatch):
+    await Membership.filter(external_id="t-rivera").update(is_admin=True)  # school-wide audiences
     monkeypatch.setattr(pages_compose, "PREVIEW_ROWS", 1)
     teacher = await signed_in("t-rivera")
     html = await (await post_compose(teacher, to="guardians")).text()
@@ -242,6 +244,7 @@ async def test_a_section_message_reaches_its_members_but_not_the_sender(people, 
 
 
 async def test_all_guardians_and_all_staff(people, signed_in):
+    await Membership.filter(external_id="t-rivera").update(is_admin=True)  # school-wide audiences
     teacher = await signed_in("t-rivera")
     response = await post_compose(teacher, to="guardians", kind="announcement", action="send")
     assert response.status == 303
@@ -317,6 +320,7 @@ async def test_an_empty_or_over_long_message_or_subject_is_a_form_error(people, 
 
 
 async def test_nobody_to_send_to_is_a_form_error(people, signed_in):
+    await Membership.filter(external_id="t-rivera").update(is_admin=True)  # school-wide audiences
     await Membership.filter(external_id="t-chen").delete()
     teacher = await signed_in("t-rivera")
     response = await post_compose(teacher, to="staff", action="send")
@@ -325,6 +329,7 @@ async def test_nobody_to_send_to_is_a_form_error(people, signed_in):
 
 
 async def test_pressing_send_twice_sends_once(people, signed_in):
+    await Membership.filter(external_id="t-rivera").update(is_admin=True)  # school-wide audiences
     teacher = await signed_in("t-rivera")
     preview = await (await post_compose(teacher, to="guardians")).text()
     submission = re.search(r'name="submission" value="([\w-]+)"', preview).group(1)
@@ -335,3 +340,12 @@ async def test_pressing_send_twice_sends_once(people, signed_in):
     assert await Conversation.all().count() == 1 and await Message.all().count() == 1
     third = await post_compose(teacher, to="guardians", action="send", submission="another-fresh-form-key")
     assert third.status == 303 and await Message.all().count() == 2  # a new form is a new message
+
+
+async def test_teachers_who_are_not_admins_write_to_their_classes_not_the_whole_school(people, signed_in):
+    teacher = await signed_in("t-rivera")
+    form = await (await teacher.get("/compose")).text()
+    assert 'value="guardians"' not in form and 'value="section"' in form
+    response = await post_compose(teacher, to="guardians")
+    assert response.status == 422 and "Only school administrators" in await response.text()
+    assert await Conversation.all().count() == 0

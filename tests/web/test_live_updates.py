@@ -98,3 +98,14 @@ async def test_shutdown_ends_open_streams(people, signed_in):
     teacher.app[keys.LIVE].stop_streams()
     body = await asyncio.wait_for(stream.read(), 5)
     assert body.startswith(b"retry:")
+
+
+async def test_signing_out_ends_an_open_stream(people, signed_in):
+    [cid] = await send(people, to=["g-ana"])
+    teacher = await signed_in("t-rivera")
+    stream = await teacher.get(f"/conversations/{cid}/events")
+    token = await csrf_of(teacher, "/conversations")
+    await teacher.post("/logout", data={"csrf_token": token})
+    await teacher.app[keys.LIVE].publish(cid)
+    body = await asyncio.wait_for(stream.read(), 5)  # the stream ended instead of sending the thread
+    assert b"event: message" not in body

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from gateway.directory.models import AuditLog, School
+from gateway.directory.models import AuditLog, Membership, School
 from gateway.threads.compose import RecipientSpec, send_communication
 from gateway.threads.models import (
     Conversation,
@@ -171,3 +171,43 @@ async def test_a_reply_posted_twice_is_written_once(people, signed_in):
         second = await client.post(f"/conversations/{cid}/messages", data=data, allow_redirects=False)
         assert first.headers["Location"] == second.headers["Location"]
         assert await Message.filter(body=f"From {who}").count() == 1
+
+
+async def test_a_reply_from_an_unknown_sender_is_never_shown_to_families(people, signed_in):
+    [cid] = await send(people, to=["g-ana", "g-john"], private=False, kind=ConversationKind.ANNOUNCEMENT,
+                       body="Snow day tomorrow")
+    await Message.create(conversation_id=cid, author_id=None, body="This is Grandma Rosa, call me at 555-0199",
+                         origin=Origin.SMS, direction="inbound", routed_by=RoutedBy.TRIAGE, sender_unverified=True)
+    for family in ("g-ana", "g-john"):
+        page = await (await (await signed_in(family)).get(f"/conversations/{cid}")).text()
+        assert "Snow day tomorrow" in page and "Grandma Rosa" not in page, family
+    staff_page = await (await (await signed_in("t-rivera")).get(f"/conversations/{cid}")).text()
+    assert "Grandma Rosa" in staff_page and "Unknown sender" in staff_page
+
+
+async def test_a_teachers_answer_by_email_counts_as_unread_for_the_family(people, signed_in):
+    [cid] = await send(people, to=["g-ana"], subject="Lunch menu")
+    ana = await signed_in("g-ana")
+    await ana.get(f"/conversations/{cid}")  # read
+    rivera = (await Participant.get(conversation_id=cid, role="staff")).user_id
+    await Message.create(conversation_id=cid, author_id=rivera, body="Answered from my phone",
+                         origin=Origin.EMAIL, direction="inbound", routed_by=RoutedBy.REPLY_TOKEN)
+    inbox = await (await ana.get("/inbox")).text()
+    assert re.search(r'class="count"[^>]*>1<', inbox) and "Answered from my phone" in inbox
+
+
+async def test_provider_error_text_is_for_admins_other_staff_see_its_code(people, signed_in):
+    [cid] = await send(people, to=["g-ana"])
+    await Delivery.filter(message__conversation_id=cid).update(
+        status="failed", error_code="21610", error_reason="Attempt to send to unsubscribed recipient +14155550142")
+    teacher = await signed_in("t-rivera")
+    page = await (await teacher.get(f"/conversations/{cid}")).text()
+    assert "21610" in page and "+14155550142" not in page
+    await Membership.filter(external_id="t-rivera").update(is_admin=True)
+    assert "unsubscribed recipient" in await (await teacher.get(f"/conversations/{cid}")).text()
+
+
+async def test_staff_are_warned_when_a_reply_reaches_several_families(people, signed_in):
+    [cid] = await send(people, to=["g-ana", "g-john"], private=False, kind=ConversationKind.ANNOUNCEMENT)
+    page = await (await (await signed_in("t-rivera")).get(f"/conversations/{cid}")).text()
+    assert "Your reply goes to everyone in this conversation: 2 people outside the staff." in page

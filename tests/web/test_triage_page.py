@@ -56,3 +56,20 @@ async def test_teachers_who_are_not_admins_and_families_get_403(people, signed_i
     assert (await ana.get("/triage")).status == 403
     assert "/triage" not in await (await teacher.get("/conversations")).text()
     assert (await InboundEvent.get(id=event.id)).outcome is InboundOutcome.UNMATCHED
+
+
+async def test_two_attaches_racing_post_the_reply_once(people, signed_in):
+    import asyncio
+
+    from gateway.errors import Conflict
+    from gateway.threads.triage import attach_unmatched
+
+    await Membership.filter(external_id="t-rivera").update(is_admin=True)
+    [cid] = await send(people, to=["g-ana"])
+    admin = await signed_in("t-rivera", **twilio_overrides())
+    event = await unmatched(admin, people)
+    results = await asyncio.gather(attach_unmatched(people.id, event.id, cid), attach_unmatched(people.id, event.id, cid),
+                                   return_exceptions=True)
+    assert sorted(type(r).__name__ for r in results) == ["Conflict", "Message"]
+    assert isinstance(next(r for r in results if isinstance(r, Exception)), Conflict)
+    assert await Message.filter(routed_by=RoutedBy.TRIAGE).count() == 1

@@ -4,7 +4,8 @@
   "use strict";
   var thread = document.getElementById("thread");
   if (!thread || !window.EventSource) return;
-  var url = "/conversations/" + thread.dataset.conversation + "/events?after=" + thread.dataset.last;
+  var url = "/conversations/" + thread.dataset.conversation + "/events?after=" + thread.dataset.last +
+    "&since=" + encodeURIComponent(thread.dataset.since); // delivery states changed since the page was made
   var source = new EventSource(url); // reconnects by itself, sending Last-Event-ID
   source.addEventListener("message", function (event) {
     var data = JSON.parse(event.data);
