@@ -64,7 +64,7 @@ async def roster(request):
         data = await part.read()
     rows = sum(1 for _ in csv.DictReader(io.StringIO(data.decode("utf-8-sig"))))
     raise web.HTTPSeeOther(f"/roster/{rows}")
-app = web.Application()
+app = web.Application(client_max_size=64 * 1024 * 1024)
 app.router.add_get("/people", people); app.router.add_post("/roster", roster)
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
 '''

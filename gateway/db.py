@@ -101,11 +101,28 @@ async def open_database(url: str, *, create_schema: bool = False) -> AsyncIterat
     """
     ctx = await Tortoise.init(config=tortoise_config(url))
     try:
+        if not is_postgres(url):
+            await _unicode_lower_on_sqlite()
         if create_schema:
             await Tortoise.generate_schemas(safe=True)
         yield ctx
     finally:
         await ctx.close_connections()
+
+
+async def _unicode_lower_on_sqlite() -> None:
+    """SQLite's LOWER() folds A-Z only, so a name search for "élodie" would miss "Élodie" (PostgreSQL
+    lowers every letter). An application-defined function may replace a built-in one (SQLite docs,
+    "Application-Defined SQL Functions"); tortoise keeps one connection per SQLite database."""
+    client = connections.get("default")
+    await client.create_connection(with_db=True)  # connects once; later calls keep that connection
+    raw = getattr(client, "_connection", None)
+    if raw is not None:
+        await raw.create_function("lower", 1, _lower, deterministic=True)
+
+
+def _lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
 
 
 def dialect() -> str:

@@ -6,9 +6,12 @@ a form sends.
 """
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from tortoise.transactions import in_transaction
 
 from gateway.directory.models import AuditLog, Membership, Role, Section, SectionMember, User
+from gateway.invites.tokens import LoginToken
 
 
 async def students_of_section(school_id: int, section_id: int) -> list[int] | None:
@@ -33,6 +36,10 @@ async def set_student_logins(school_id: int, user_ids: list[int], enabled: bool,
                         .values_list("id", flat=True))
         if changing:
             await User.filter(id__in=changing).update(login_enabled=enabled)
+            if not enabled:
+                # Invitations and sign-in links already in the outbox must not go out: a used token
+                # makes the dispatcher drop its delivery ("used"), and an opened link shows "expired".
+                await LoginToken.filter(user_id__in=changing, used_at=None).update(used_at=datetime.now(timezone.utc))
             action = "student.login_enabled" if enabled else "student.login_disabled"
             details = {"section": section} if section else {}
             await AuditLog.bulk_create([AuditLog(school_id=school_id, actor=actor, action=action,

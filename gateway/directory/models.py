@@ -77,7 +77,8 @@ class Membership(Model):
     class Meta:
         table = "membership"
         unique_together = (("school", "external_id"),)
-        indexes = (("school_id", "role"),)
+        # user_id: every signed-in page loads the person's memberships.
+        indexes = (("school_id", "role"), ("user_id",))
 
 
 class ContactPoint(Model):

@@ -62,7 +62,7 @@ def _as_datetime(value: Any) -> datetime | None:
 
 
 def _like(text: str) -> str:
-    escaped = text.casefold().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
 
 
@@ -77,8 +77,9 @@ async def find_people(school_id: int, flt: PeopleFilter) -> tuple[list[Person], 
         where.append("LOWER(u.\"name\") LIKE ? ESCAPE '\\'")
         args.append(_like(flt.search[:100]))
     if flt.section_id is not None:
-        where.append('m."user_id" IN (SELECT sm."user_id" FROM "section_member" sm WHERE sm."section_id" = ?)')
-        args.append(flt.section_id)
+        where.append('m."user_id" IN (SELECT sm."user_id" FROM "section_member" sm JOIN "section" s '
+                     'ON s."id" = sm."section_id" WHERE sm."section_id" = ? AND s."school_id" = ?)')
+        args += [flt.section_id, school_id]
     if flt.joined == "yes":
         where.append('u."joined_at" IS NOT NULL')
     elif flt.joined == "no":

@@ -294,11 +294,8 @@ def _oneroster_user(row: dict[str, str], wards: dict[str, set[str]]) -> UserIn |
         raw["phone"] = phone
     if admin:
         raw["is_admin"] = True
-    if role == "student":
-        try:
-            raw["login_enabled"] = _bool(row.get("enabledUser", "false"), "enabledUser")
-        except ValueError as exc:
-            return str(exc)
+    # enabledUser is the account in the student information system, not a login here: students'
+    # logins are enabled by the school's admins in the directory (gateway.directory.logins).
     if role == "guardian":
         # The file is the whole roster: a guardian listed with no students has none now.
         raw["guardian_of"] = sorted(wards.get(row["sourcedId"], ()))

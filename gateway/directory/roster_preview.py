@@ -21,6 +21,7 @@ the server keeps answering other requests meanwhile.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from dataclasses import dataclass, field
 
 from gateway.directory.models import Membership, Role, School
@@ -58,6 +59,14 @@ class RosterPreview:
     @property
     def rows(self) -> int:
         return len(self.create) + len(self.update) + len(self.rejected)
+
+    def digest(self) -> str:
+        """A fingerprint of exactly who would be created, updated and rejected (and why): the page
+        shows a preview, and applying checks that it still is the same one, not just the same counts."""
+        parts = [f"c:{p.external_id}" for p in self.create] + [f"u:{p.external_id}" for p in self.update]
+        parts += [f"r:{r.line}:{r.reason}" for r in self.rejected]
+        parts += [u.model_dump_json(exclude_unset=True) for u in self.users]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
     def counts(self) -> dict[str, int]:
         return {"rows": self.rows, "to_create": len(self.create), "to_update": len(self.update),
@@ -135,8 +144,12 @@ def _judge(school: School, roster: RosterFile, existing: dict[str, tuple[Role, s
             preview.rejected.append(RejectedRow(line, problems[line]))
             continue
         assert isinstance(user, UserIn)
-        preview.users.append(user)
         found = existing.get(user.external_id)
+        if found is not None and "login_enabled" in user.model_fields_set:
+            # Students' logins are the admins' decision, made in the directory (audited there): an
+            # upload sets them for new people only and never switches an existing student.
+            user = UserIn.model_validate(user.model_dump(exclude_unset=True, exclude={"login_enabled"}))
+        preview.users.append(user)
         if found is None:
             preview.create.append(PreviewPerson(line, user.external_id, user.name, user.role))
         else:

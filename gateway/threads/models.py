@@ -72,6 +72,7 @@ class Participant(Model):
     class Meta:
         table = "participant"
         unique_together = (("conversation", "user"),)
+        indexes = (("user_id",),)  # a person's conversation list
 
 
 class Message(Model):
@@ -128,7 +129,9 @@ class Delivery(Model):
 
     class Meta:
         table = "delivery"
-        indexes = (("status", "next_attempt_at"), ("provider_id",), ("recipient_id", "channel"), ("login_token_id",))
+        # message_id: a thread page and its live stream read the deliveries of its messages.
+        indexes = (("status", "next_attempt_at"), ("provider_id",), ("recipient_id", "channel"), ("login_token_id",),
+                   ("message_id",))
 
 
 class ReplyToken(Model):

@@ -35,7 +35,7 @@ from gateway.errors import NotFound
 from gateway.i18n import _, available_locales, best_locale
 from gateway.threads.models import Conversation, SmsRoute
 from gateway.threads.web_actions import start_family_conversation, teachers_for
-from gateway.web import keys
+from gateway.web import keys, throttle
 from gateway.web.page_kit import (
     Forbidden,
     SignedIn,
@@ -47,7 +47,7 @@ from gateway.web.page_kit import (
     signed_in,
     submission_key,
 )
-from gateway.web.pages_auth import locale_choices
+from gateway.web.pages_auth import locale_choices, too_many
 
 MAX_SUBJECT = 200
 NEWSLETTERS = ("receive", "unsubscribed")
@@ -322,6 +322,9 @@ async def new_conversation(request: web.Request) -> web.Response:
     if errors:
         return await _render_new(request, viewer, values, errors=errors, status=422)
     school_id, teacher_id = _teacher_of(values["teacher"])
+    wait = throttle.check(request, (throttle.limits(request).family_writes, f"user:{viewer.user.id}"))
+    if wait:
+        return too_many(request, wait, viewer.lang)
     settings = request.config_dict[keys.SETTINGS]
     key = submission_key(viewer.user.id, form)
 

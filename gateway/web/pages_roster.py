@@ -165,8 +165,8 @@ async def apply(request: web.Request) -> web.Response:
     school = _school_of(viewer, row.school_id)
     preview = await preview_roster(school, row.data)
     counts = preview.counts()
-    seen = {key: form_int(form.get(key)) for key in ("to_create", "to_update", "rejected")}  # what the admin saw
-    if any(seen[key] != counts[key] for key in seen):
+    if form.get("preview") != preview.digest():  # not the preview the admin saw
+
         await RosterUpload.filter(id=row.id).update(**counts)
         return await _preview(request, viewer, row, preview=preview, status=409, error=_(
             "The directory changed since you opened this preview, so nothing was applied. Check the new "

@@ -32,7 +32,7 @@ from gateway.threads.access import ThreadAccess, open_thread
 from gateway.threads.compose import post_staff_reply
 from gateway.threads.models import ConversationKind, ConversationState, Delivery, Message, Origin, Participant
 from gateway.threads.web_actions import post_family_reply, set_state
-from gateway.web import keys, labels
+from gateway.web import keys, labels, throttle
 from gateway.web.page_kit import (
     Forbidden,
     SignedIn,
@@ -44,6 +44,7 @@ from gateway.web.page_kit import (
     signed_in,
     submission_key,
 )
+from gateway.web.pages_auth import too_many
 from gateway.web.sessions import Session, current_session
 from gateway.web.thread_view import thread_items
 
@@ -121,6 +122,9 @@ async def reply(request: web.Request) -> web.Response:
     else:
         if access.participant is None or access.conversation.kind is ConversationKind.NEWSLETTER:
             raise Forbidden("this conversation does not take replies")
+        wait = throttle.check(request, (throttle.limits(request).family_writes, f"user:{viewer.user.id}"))
+        if wait:
+            return too_many(request, wait, viewer.lang)
 
         async def write() -> Message:
             return await post_family_reply(access, body, submission_key=key)

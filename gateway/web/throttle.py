@@ -1,4 +1,4 @@
-"""Sign-in rate limits: token buckets per address typed and per client address.
+"""Rate limits: sign-in per address typed and per client address, and families' messages per person.
 
 The buckets live in memory, per process. With N web processes an attacker gets at most N times the
 limit, which is still far too little for guessing a password of 10+ characters that is not on the
@@ -64,6 +64,9 @@ class AuthLimits:
     link_per_address: TokenBuckets = field(default_factory=lambda: TokenBuckets(3, 15 * 60))
     # Every sign-in form post from one client address: 30, then one every 10 seconds.
     per_client: TokenBuckets = field(default_factory=lambda: TokenBuckets(30, 300))
+    # Messages a guardian or student writes on the website (each one texts or mails a teacher):
+    # 20, then one every 3 minutes. Staff are not limited.
+    family_writes: TokenBuckets = field(default_factory=lambda: TokenBuckets(20, 60 * 60))
 
 
 LIMITS = web.AppKey("auth_limits", AuthLimits)

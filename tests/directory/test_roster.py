@@ -53,9 +53,9 @@ def test_oneroster_file_with_bom():
     assert set_fields(users["t-101"])["role"] == "staff"  # aide
     assert set_fields(users["a-1"]) == {"external_id": "a-1", "role": "staff", "name": "Pat Principal",
                                         "email": "principal@lincoln.example", "is_admin": True}
-    assert set_fields(users["s-200"]) == {"external_id": "s-200", "role": "student", "name": "Lucía García",
-                                          "login_enabled": True}
-    assert users["s-201"].login_enabled is False
+    # enabledUser is the account in the student information system; logins here are the admins' call.
+    assert set_fields(users["s-200"]) == {"external_id": "s-200", "role": "student", "name": "Lucía García"}
+    assert users["s-201"].login_enabled is None
     # The student names the parent (s-200 → p-300) or the parent names the students (p-301 → s-201, s-202):
     # both link, and the student about to be deleted is left out.
     assert set_fields(users["p-300"]) == {"external_id": "p-300", "role": "guardian", "name": "Ana García",
@@ -102,7 +102,6 @@ def test_oneroster_name_falls_back_to_username():
 
 @pytest.mark.parametrize("row,line,fragment", [
     ("x-1,active,,true,org,janitor,,,A,B,,,,,,,,", 3, "role"),
-    ("x-1,active,,maybe,org,student,,,A,B,,,,,,,,", 3, "enabledUser"),
     (",active,,true,org,teacher,,,A,B,,,,,,,,", 3, "sourcedId"),
     ("x-1,active,,true,org,teacher,,,,,,,,,,,,", 3, "name"),
     ("x-1,active,,true,org,teacher,,,A,B,,,,,,,,,extra", 3, "more values than columns"),

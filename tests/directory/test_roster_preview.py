@@ -111,15 +111,16 @@ async def test_oneroster_rows_are_all_judged(school):
     ]).encode()
     preview = await preview_roster(school, data)
     assert preview.format == "oneroster" and preview.left_out == 1
-    assert [p.external_id for p in preview.create] == ["s-1", "p-1"]
+    # enabledUser is the student information system's account, not a login here: "maybe" is fine.
+    assert [p.external_id for p in preview.create] == ["s-1", "s-2", "p-1"]
     got = reasons(preview)
-    assert sorted(got) == [3, 4, 5, 8]
-    assert got[3].startswith("enabledUser") and got[4].startswith("role") and got[5] == "sourcedId: missing"
+    assert sorted(got) == [4, 5, 8]
+    assert got[4].startswith("role") and got[5] == "sourcedId: missing"
     assert got[8] == "more values than columns"
     # The CLI's reader stops at the first bad line, with the same reason.
     with pytest.raises(RosterError) as info:
         read_roster(data)
-    assert (info.value.line, info.value.message) == (3, got[3])
+    assert (info.value.line, info.value.message) == (4, got[4])
 
 
 @pytest.mark.parametrize("encode", [
@@ -181,3 +182,17 @@ async def test_fifty_thousand_rows_preview_quickly(people):
     assert preview.rejected[0].line == 1001 and preview.rejected[0].reason.startswith("role: unknown OneRoster role")
     assert len(preview.users) == 49_950
     assert elapsed < 10, elapsed
+
+
+async def test_an_upload_never_switches_an_existing_students_login(school):
+    from gateway.directory.models import Membership, User
+    from gateway.directory.users import UserIn, upsert_users
+
+    await upsert_users(school, [UserIn(external_id="s-1", role="student", name="Kid One", login_enabled=False),
+                                UserIn(external_id="s-2", role="student", name="Kid Two", login_enabled=True)])
+    data = ("external_id,role,name,login_enabled\ns-1,student,Kid One,true\ns-2,student,Kid Two,false\n"
+            "s-3,student,Kid Three,true\n").encode()
+    preview = await preview_roster(school, data)
+    await upsert_users(school, preview.users)
+    enabled = {m.external_id: (await User.get(id=m.user_id)).login_enabled for m in await Membership.filter(school=school)}
+    assert enabled == {"s-1": False, "s-2": True, "s-3": True}  # only the new student takes the file's value

@@ -144,3 +144,33 @@ async def test_the_spreadsheet_export_neutralizes_formulas(people, signed_in):
     assert evil["name"] == "'=HYPERLINK(\"http://x\",\"y\")"
     ana = next(r for r in table if r["external_id"] == "g-ana")
     assert ana["phone"] == "'+14155550142" and ana["email"] == "ana@family.example"
+
+
+async def test_search_folds_every_letter_and_the_section_filter_stays_in_the_school(people, signed_in):
+    await upsert_users(people, [UserIn(external_id="p-elodie", role="guardian", name="Élodie Weiß")])
+    other = await School.create(slug="other", name="Other School")
+    await upsert_users(other, [UserIn(external_id="s-x", role="student", name="Xavier", sections=["9Z"])])
+    client = await admin(signed_in)
+    for typed in ("élodie", "ÉLODIE", "weiß"):
+        assert rows(await (await client.get(f"/directory/people?q={typed}")).text()) == ["p-elodie"], typed
+    foreign = (await Section.get(name="9Z")).id
+    assert rows(await (await client.get(f"/directory/people?section={foreign}")).text()) == []
+
+
+async def test_disabling_a_student_stops_an_invitation_waiting_in_the_outbox(people, signed_in, settings):
+    from gateway.channels.dev import DevEmailChannel, DevSmsChannel
+    from gateway.invites.campaigns import create_campaign, run_campaign
+    from gateway.threads.dispatcher import Dispatcher
+    from gateway.threads.models import Delivery
+
+    await ContactPoint.create(user_id=await uid("s-tom"), kind="email", address="tom@students.example")
+    await User.filter(id=await uid("s-tom")).update(login_enabled=True)
+    campaign = await create_campaign(people, ["students"], dry_run=False, actor="tests")
+    await run_campaign(campaign.id, settings.secret_key)
+    [waiting] = await Delivery.filter(recipient_id=await uid("s-tom"))
+    client = await admin(signed_in)
+    token = await csrf_of(client, "/directory/people")
+    await client.post(f"/directory/people/{await uid('s-tom')}/login", data={"csrf_token": token, "enabled": "0"})
+    await Dispatcher(settings, {"sms": DevSmsChannel(), "email": DevEmailChannel()}).drain()
+    waiting = await Delivery.get(id=waiting.id)
+    assert (waiting.status.value, waiting.error_reason) == ("suppressed", "the link was not sent: used")

@@ -75,8 +75,7 @@ async def test_upload_preview_then_apply_the_valid_rows(people, signed_in):
     assert "New Kid" in page and "New Parent" in page and "Ms. Rivera" in page
     assert "2</span> people would be created" in page and "5</span> rows are rejected" in page
     fields = apply_fields(page)
-    assert {k: fields[k] for k in ("to_create", "to_update", "rejected")} == {"to_create": "2", "to_update": "1",
-                                                                              "rejected": "5"}
+    assert re.fullmatch(r"[0-9a-f]{64}", fields["preview"])  # the preview the admin saw, pinned
 
     # Rejected rows are skipped only once the admin ticks the box.
     unconfirmed = await admin.post(f"/directory/roster/{row.id}/apply", data=fields)
@@ -180,7 +179,7 @@ async def test_another_schools_upload_is_404(people, signed_in):
     assert (await admin.get(f"/directory/roster/{theirs.id}")).status == 404
     token = await csrf_of(admin, "/directory/roster")
     response = await admin.post(f"/directory/roster/{theirs.id}/apply",
-                                data={"csrf_token": token, "to_create": "1", "to_update": "0", "rejected": "0"})
+                                data={"csrf_token": token, "preview": "0" * 64})
     assert response.status == 404
     assert (await admin.get("/directory/roster/999999")).status == 404
     assert not await Membership.exists(external_id="s-9")

@@ -211,3 +211,13 @@ async def test_staff_are_warned_when_a_reply_reaches_several_families(people, si
     [cid] = await send(people, to=["g-ana", "g-john"], private=False, kind=ConversationKind.ANNOUNCEMENT)
     page = await (await (await signed_in("t-rivera")).get(f"/conversations/{cid}")).text()
     assert "Your reply goes to everyone in this conversation: 2 people outside the staff." in page
+
+
+async def test_a_family_writing_very_often_is_slowed_down(people, signed_in):
+    [cid] = await send(people, to=["g-ana"])
+    ana = await signed_in("g-ana")
+    token = await csrf_of(ana, f"/conversations/{cid}")
+    statuses = [(await ana.post(f"/conversations/{cid}/messages", data={"csrf_token": token, "body": f"n{i}"},
+                                allow_redirects=False)).status for i in range(21)]
+    assert statuses[:20] == [303] * 20 and statuses[20] == 429
+    assert await Message.filter(author_id=(await Participant.get(conversation_id=cid, role="guardian")).user_id).count() == 20
