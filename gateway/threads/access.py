@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.directory.models import Membership, Relationship, Role
+from gateway.directory.models import Membership, Relationship, Role, User
 from gateway.errors import NotFound
 from gateway.threads.models import Conversation, Participant
 
@@ -60,8 +60,6 @@ async def open_thread(user_id: int, conversation_id: int | None) -> ThreadAccess
         return ThreadAccess(conversation, user_id, participant, staff, None)
     if participant is None:
         raise NotFound("no such conversation")
-    if participant.role == Role.STUDENT.value:
-        student = await Membership.get_or_none(school_id=conversation.school_id, user_id=user_id).select_related("user")
-        if student is None or not student.user.login_enabled:
-            raise NotFound("no such conversation")
+    if participant.role == Role.STUDENT.value and not await User.exists(id=user_id, login_enabled=True):
+        raise NotFound("no such conversation")  # a student whose login was disabled
     return ThreadAccess(conversation, user_id, participant, None, await family_of(user_id, conversation.school_id))

@@ -90,7 +90,9 @@ async def start_family_conversation(user_id: int, school_id: int, teacher_user_i
     allowed = {m.user_id for m, _ in await teachers_for(user_id, school_id)}
     if teacher_user_id not in allowed:
         raise NotFound("that teacher is not one of your children's teachers")
-    own = await Membership.get(school_id=school_id, user_id=user_id)
+    own = await Membership.filter(school_id=school_id, user_id=user_id).exclude(role=Role.STAFF).first()
+    if own is None:
+        raise NotFound("only guardians and students start conversations with teachers")
     now = utcnow()
     async with in_transaction():
         conversation = await Conversation.create(school_id=school_id, kind=ConversationKind.CONVERSATION,
