@@ -90,10 +90,13 @@ async def find_people(school_id: int, flt: PeopleFilter) -> tuple[list[Person], 
     postgres = dialect() == "postgres"
     conn = connections.get("default")
     page = max(flt.page, 1)
+    # Sorting calls the function once per person of the school: SQLite's built-in NOCASE collation
+    # instead of its (Python, Unicode) LOWER keeps a 50,000-person page fast; accents sort after z there.
+    by_name = 'LOWER(u."name")' if postgres else 'u."name" COLLATE NOCASE'
     _n, rows = await conn.execute_query(placeholders(postgres, (
         'SELECT u."id" AS id, u."name" AS name, u."joined_at" AS joined_at, u."login_enabled" AS login_enabled, '
         f'm."role" AS role, m."external_id" AS external_id, m."is_admin" AS is_admin {source} '
-        'ORDER BY LOWER(u."name"), u."id" LIMIT ? OFFSET ?')), [*args, PER_PAGE, (page - 1) * PER_PAGE])
+        f'ORDER BY {by_name}, u."id" LIMIT ? OFFSET ?')), [*args, PER_PAGE, (page - 1) * PER_PAGE])
     _n, counted = await conn.execute_query(placeholders(postgres, f"SELECT COUNT(*) AS n {source}"), args)
     people = [Person(user_id=r["id"], external_id=r["external_id"], name=r["name"], role=r["role"],
                      is_admin=bool(r["is_admin"]), joined_at=_as_datetime(r["joined_at"]),
