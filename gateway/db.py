@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from datetime import datetime
 from typing import Any, AsyncIterator
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -136,3 +137,17 @@ def placeholders(postgres: bool, query: str) -> str:
         return query
     parts = query.split("?")
     return "".join(part + (f"${i}" if i < len(parts) else "") for i, part in enumerate(parts, start=1))
+
+
+def like_pattern(text: str) -> str:
+    """A `LIKE ? ESCAPE '\\'` pattern finding `text` anywhere, its own % and _ taken literally (lower-cased:
+    compare with LOWER(column))."""
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def as_datetime(value: Any) -> datetime | None:
+    """A datetime from raw SQL: asyncpg gives datetimes, SQLite the str(datetime) tortoise stored."""
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))

@@ -14,7 +14,7 @@ from typing import Any
 
 from tortoise import connections
 
-from gateway.db import dialect, placeholders
+from gateway.db import as_datetime, dialect, like_pattern, placeholders
 from gateway.directory.models import ContactPoint, Relationship, Role, Section, SectionMember, User
 from gateway.invites.models import Invitation, InvitationState
 
@@ -55,15 +55,6 @@ class Person:
     invited_by: str | None = None                        # sms | email
 
 
-def _as_datetime(value: Any) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        return value
-    return datetime.fromisoformat(str(value))  # SQLite hands back tortoise's str(datetime)
-
-
-def _like(text: str) -> str:
-    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
 
 
 async def find_people(school_id: int, flt: PeopleFilter) -> tuple[list[Person], int]:
@@ -75,7 +66,7 @@ async def find_people(school_id: int, flt: PeopleFilter) -> tuple[list[Person], 
         args.append(flt.role)
     if flt.search:
         where.append("LOWER(u.\"name\") LIKE ? ESCAPE '\\'")
-        args.append(_like(flt.search[:100]))
+        args.append(like_pattern(flt.search[:100]))
     if flt.section_id is not None:
         where.append('m."user_id" IN (SELECT sm."user_id" FROM "section_member" sm JOIN "section" s '
                      'ON s."id" = sm."section_id" WHERE sm."section_id" = ? AND s."school_id" = ?)')
@@ -99,7 +90,7 @@ async def find_people(school_id: int, flt: PeopleFilter) -> tuple[list[Person], 
         f'ORDER BY {by_name}, u."id" LIMIT ? OFFSET ?')), [*args, PER_PAGE, (page - 1) * PER_PAGE])
     _n, counted = await conn.execute_query(placeholders(postgres, f"SELECT COUNT(*) AS n {source}"), args)
     people = [Person(user_id=r["id"], external_id=r["external_id"], name=r["name"], role=r["role"],
-                     is_admin=bool(r["is_admin"]), joined_at=_as_datetime(r["joined_at"]),
+                     is_admin=bool(r["is_admin"]), joined_at=as_datetime(r["joined_at"]),
                      login_enabled=bool(r["login_enabled"])) for r in rows]
     await _fill_in(school_id, people)
     return people, int(counted[0]["n"])

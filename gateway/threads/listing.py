@@ -14,7 +14,7 @@ from typing import Any
 
 from tortoise import connections
 
-from gateway.db import dialect, placeholders
+from gateway.db import as_datetime, dialect, like_pattern, placeholders
 
 PER_PAGE = 50
 # A message of `m` in conversation `c` written by the school: outbound, or an inbound reply whose
@@ -46,15 +46,6 @@ class ListedConversation:
     people: int = 0
 
 
-def _as_datetime(value: Any) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        return value
-    return datetime.fromisoformat(str(value))  # SQLite hands back tortoise's str(datetime)
-
-
-def _like(text: str) -> str:
-    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
 
 
 async def list_conversations(user_id: int, flt: ListFilter, *, family: bool,
@@ -89,7 +80,7 @@ async def list_conversations(user_id: int, flt: ListFilter, *, family: bool,
         args.append(flt.kind)
     if flt.search:
         where.append("LOWER(c.subject) LIKE ? ESCAPE '\\'")
-        args.append(_like(flt.search[:100]))
+        args.append(like_pattern(flt.search[:100]))
     sql = (f"SELECT c.id AS id, c.kind AS kind, c.subject AS subject, c.state AS state, c.school_id AS school_id, "
            f"c.last_message_at AS last_message_at, p.id AS pid, {unread} AS unread "
            f"FROM {source} WHERE {' AND '.join(where)}")
@@ -104,7 +95,7 @@ async def list_conversations(user_id: int, flt: ListFilter, *, family: bool,
     _count, rows = await conn.execute_query(placeholders(dialect() == "postgres", sql), args)
     found = [ListedConversation(
         id=r["id"], kind=r["kind"], subject=r["subject"], state=r["state"], school_id=r["school_id"],
-        last_message_at=_as_datetime(r["last_message_at"]), unread=int(r["unread"] or 0),
+        last_message_at=as_datetime(r["last_message_at"]), unread=int(r["unread"] or 0),
         participant=r["pid"] is not None) for r in rows]
     more = len(found) > PER_PAGE
     found = found[:PER_PAGE]
