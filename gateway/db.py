@@ -8,13 +8,18 @@ them. Tortoise 1.x keeps its state in a contextvar: always close the context you
 from __future__ import annotations
 
 import contextlib
+import enum
 import os
 from datetime import datetime
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Sequence
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+import asyncpg
 from tortoise import Tortoise, connections
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.context import TortoiseContext
+from tortoise.exceptions import IntegrityError
+from tortoise.models import Model
 
 MODEL_MODULES = [
     "gateway.directory.models",
@@ -151,3 +156,56 @@ def as_datetime(value: Any) -> datetime | None:
     if value is None or isinstance(value, datetime):
         return value
     return datetime.fromisoformat(str(value))
+
+
+def db_value(value: object, postgres: bool | None = None) -> object:
+    """A value as the driver takes it for raw SQL: enums by value, and on SQLite datetimes as the text
+    tortoise writes (str(dt)), made once here rather than by the sqlite3 adapter for every row."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, datetime) and not (dialect() == "postgres" if postgres is None else postgres):
+        return str(value)
+    return value
+
+
+async def insert_rows(conn: BaseDBAsyncClient, model: type[Model], columns: Sequence[str], rows: list[tuple],
+                      now: datetime) -> None:
+    """INSERT `rows` (database values for `columns`); every other column gets its field's default
+    (auto_now fields: `now`), so a field added to the model with a default needs no change here.
+
+    bulk_create's cost at 100,000 rows is mostly building a model instance per row, so rows go in as
+    tuples: COPY on PostgreSQL (an order of magnitude faster than executemany), executemany on SQLite.
+    """
+    if not rows:
+        return
+    meta = model._meta
+    postgres = conn.capabilities.dialect == "postgres"
+    names = [meta.fields_db_projection[c] for c in columns]
+    defaults: list[object] = []
+    for field_name, column in meta.fields_db_projection.items():
+        if field_name == meta.pk_attr or field_name in columns:
+            continue
+        names.append(column)
+        defaults.append(db_value(_field_default(meta.fields_map[field_name], now), postgres))
+    records = [(*row, *defaults) for row in rows]
+    if postgres:
+        try:
+            async with conn.acquire_connection() as raw:
+                await raw.copy_records_to_table(meta.db_table, records=records, columns=names)
+        except asyncpg.IntegrityConstraintViolationError as exc:
+            raise IntegrityError(exc) from exc  # what tortoise raises for it elsewhere (callers retry on it)
+        return
+    quoted = ", ".join(f'"{n}"' for n in names)
+    sql = f'INSERT INTO "{meta.db_table}" ({quoted}) VALUES ({", ".join("?" * len(names))})'
+    for start in range(0, len(records), 1000):  # one prepared statement: the fastest way into SQLite
+        await conn.execute_many(sql, records[start:start + 1000])
+
+
+def _field_default(field: Any, now: datetime) -> object:
+    if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
+        return now
+    if field.default is not None:
+        return field.default() if callable(field.default) else field.default
+    if field.null:
+        return None
+    raise TypeError(f"{field.model_field_name} has no default; give it a value")

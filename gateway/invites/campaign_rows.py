@@ -6,18 +6,16 @@ PostgreSQL), and ids are read back by indexed keys, since bulk inserts do not re
 from __future__ import annotations
 
 import asyncio
-import enum
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Sequence
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
 from gateway.channels.base import DeliveryStatus
-from gateway.db import dialect, placeholders
+from gateway.db import db_value, insert_rows, placeholders
 from gateway.directory.models import (
     School,
 )
@@ -120,55 +118,3 @@ async def write_rows(campaign: InvitationCampaign, school: School, prepared: Pre
         ], now)
 
 
-def db_value(value: object) -> object:
-    """A datetime as the driver stores it. SQLite gets the text tortoise writes (isoformat with a space),
-    made once here instead of once per row by the sqlite3 adapter (a Python call per value)."""
-    if isinstance(value, datetime) and dialect() != "postgres":
-        return value.isoformat(" ")
-    return value
-
-
-async def insert_rows(conn: BaseDBAsyncClient, model: type[Model], columns: Sequence[str], rows: list[tuple],
-                      now: datetime) -> None:
-    """INSERT `rows` (values for `columns`, already in database form): executemany on SQLite, COPY on
-    PostgreSQL.
-
-    Every other column of the table gets its field's default (auto_now fields: `now`), so a field
-    added to the model with a default needs no change here. This is bulk_create without building a
-    model instance per row, which is most of its cost at 100,000 rows.
-    """
-    if not rows:
-        return
-    meta = model._meta
-    extra_columns: list[str] = []
-    extra_values: list[object] = []
-    for name, column in meta.fields_db_projection.items():
-        if name == meta.pk_attr or name in columns:
-            continue
-        f = meta.fields_map[name]
-        if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False):
-            value: object = now
-        elif f.default is not None:
-            value = f.default() if callable(f.default) else f.default
-        elif f.null:
-            value = None
-        else:
-            raise TypeError(f"{model.__name__}.{name} has no default; give it a value")
-        extra_columns.append(column)
-        extra_values.append(db_value(value.value if isinstance(value, enum.Enum) else value))
-    names = [meta.fields_db_projection[c] for c in columns] + extra_columns
-    extra = tuple(extra_values)
-    if conn.capabilities.dialect == "postgres":
-        # COPY: an order of magnitude faster than executemany (constraints are checked all the same).
-        async with conn.acquire_connection() as raw:
-            await raw.copy_records_to_table(meta.db_table, records=[row + extra for row in rows], columns=names)
-        return
-    marks = ", ".join("?" * len(names))
-    sql = placeholders(conn.capabilities.dialect == "postgres", f'INSERT INTO "{meta.db_table}" ({", ".join(chr(34) + n + chr(34) for n in names)}) '
-                              f'VALUES ({marks})')
-    # One prepared statement, executemany: the fastest way into SQLite.
-    for start in range(0, len(rows), 1000):
-        await conn.execute_many(sql, [row + extra for row in rows[start:start + 1000]])
-
-
-# ------------------------------------------------------------------------------------- reading
