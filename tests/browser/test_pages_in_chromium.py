@@ -162,7 +162,8 @@ async def test_every_page_fits_a_phone_and_every_control_has_a_name(people, serv
     await Membership.filter(external_id="t-rivera").update(is_admin=True)
     [cid] = await send(people, to=["g-john"], body="A long line " * 40)
     base = await serve(run_worker=False)
-    pages = {"t-rivera": ["/conversations", "/compose", f"/conversations/{cid}", "/triage", "/preferences"],
+    pages = {"t-rivera": ["/conversations", "/compose", f"/conversations/{cid}", "/triage", "/preferences",
+                         "/directory/people", "/directory/invitations", "/directory/roster"],
              "g-john": ["/inbox", f"/conversations/{cid}", "/conversations/new", "/preferences", "/password"]}
     for who, paths in pages.items():
         user = await give_password(who)
