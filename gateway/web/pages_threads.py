@@ -30,7 +30,15 @@ from gateway.errors import InvalidInput, NotFound
 from gateway.i18n import _
 from gateway.threads.access import ThreadAccess, open_thread
 from gateway.threads.compose import post_staff_reply
-from gateway.threads.models import ConversationKind, ConversationState, Delivery, Message, Origin, Participant
+from gateway.threads.models import (
+    Conversation,
+    ConversationKind,
+    ConversationState,
+    Delivery,
+    Message,
+    Origin,
+    Participant,
+)
 from gateway.threads.web_actions import post_family_reply, set_state
 from gateway.web import keys, labels, throttle
 from gateway.web.page_kit import (
@@ -167,6 +175,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     # Staff pages re-read delivery states on a timer; new messages come by wake-up (gateway.threads.live).
     timer = STATUS_EVERY if access.staff is not None else HEARTBEAT_EVERY
     quiet_for, checked_at = 0.0, time.monotonic()
+    shown_state = access.conversation.state
     await response.write(b"retry: 2000\n\n")  # how soon the browser reconnects after a drop (ms)
     with hub.watch(access.conversation.id) as changed:
         while not hub.stopping:
@@ -186,6 +195,11 @@ async def events(request: web.Request) -> web.StreamResponse:
                 if time.monotonic() - checked_at >= RECHECK_EVERY:
                     access = await open_thread(viewer.user.id, access.conversation.id)
                     checked_at = time.monotonic()
+                state = await Conversation.filter(id=access.conversation.id).values_list("state", flat=True)
+                if state and state[0] != shown_state:
+                    shown_state = state[0]
+                    html = macros.state_tag(shown_state is ConversationState.CLOSED)
+                    await _send(response, "state", {"state": shown_state.value, "html": str(html)})
                 for item in await thread_items(access, viewer.lang, school.timezone, after_id=last_id):
                     html = macros.message_item(item, access, labels)
                     await _send(response, "message", {"id": item.id, "html": str(html)}, event_id=item.id)

@@ -109,3 +109,14 @@ async def test_signing_out_ends_an_open_stream(people, signed_in):
     await teacher.app[keys.LIVE].publish(cid)
     body = await asyncio.wait_for(stream.read(), 5)  # the stream ended instead of sending the thread
     assert b"event: message" not in body
+
+
+async def test_closing_shows_on_every_open_page(people, signed_in):
+    [cid] = await send(people, to=["g-ana"])
+    ana, teacher = await signed_in("g-ana"), await signed_in("t-rivera")
+    async with ana.get(f"/conversations/{cid}/events") as stream:
+        token = await csrf_of(teacher, f"/conversations/{cid}")
+        await teacher.post(f"/conversations/{cid}/state", data={"csrf_token": token, "state": "closed"})
+        await ana.app[keys.LIVE].publish(cid)  # two apps in one process on SQLite: wake Ana's too
+        event, data = await next_event(stream)
+    assert event == "state" and data["state"] == "closed" and "Cerrada" in data["html"]  # Ana reads Spanish

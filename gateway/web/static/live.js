@@ -27,5 +27,9 @@
       if (fresh) fresh.open = open;
     });
   });
+  source.addEventListener("state", function (event) {
+    var tag = document.getElementById("state-tag");
+    if (tag) tag.outerHTML = JSON.parse(event.data).html; // closed or reopened by someone else
+  });
   window.addEventListener("pagehide", function () { source.close(); });
 })();
