@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 import aiohttp
 from tortoise import connections
 
+from benchmarks._http import ms, time_gets
 from benchmarks._pg import drop_pg, fresh_pg
 from benchmarks.inbound import free_port, wait_up
 from gateway.db import migrate_database, open_database
@@ -131,16 +132,6 @@ def roster_csv(n: int) -> bytes:
     return out.getvalue().encode()
 
 
-async def time_gets(session: aiohttp.ClientSession, urls: list[str]) -> list[float]:
-    times = []
-    for url in urls:
-        started = time.perf_counter()
-        async with session.get(url) as response:
-            body = await response.read()
-            if response.status != 200:
-                raise RuntimeError(f"{url}: {response.status} {body[:300]!r}")
-        times.append(time.perf_counter() - started)
-    return times
 
 
 async def time_upload(session: aiohttp.ClientSession, url: str, data: bytes, token: str | None) -> float:
@@ -156,9 +147,6 @@ async def time_upload(session: aiohttp.ClientSession, url: str, data: bytes, tok
     return time.perf_counter() - started
 
 
-def ms(values: list[float], q: float = 0.5) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
 def report_pages(n: int, requests: int, database: str, gw_pages: list[float], bare_pages: list[float]) -> None:

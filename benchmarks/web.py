@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 import aiohttp
 
+from benchmarks._http import ms, time_gets
 from benchmarks._pg import drop_pg, fresh_pg
 from benchmarks.inbound import free_port, wait_up
 from gateway.channels.base import DeliveryStatus
@@ -115,16 +116,6 @@ async def seed(url: str) -> tuple[int, str, str]:
         return cid, cookie, ours
 
 
-async def time_gets(session: aiohttp.ClientSession, url: str, n: int) -> list[float]:
-    times = []
-    for _ in range(n):
-        started = time.perf_counter()
-        async with session.get(url) as response:
-            body = await response.read()
-            if response.status != 200:
-                raise RuntimeError(f"{url}: {response.status} {body[:200]!r}")
-        times.append(time.perf_counter() - started)
-    return times
 
 
 async def read_event(stream: aiohttp.ClientResponse, text: str) -> str:
@@ -156,9 +147,6 @@ async def time_live(session: aiohttp.ClientSession, stream_url: str, post_url: s
     return times
 
 
-def ms(values: list[float], q: float = 0.5) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
 async def main(database: str, pages: int, replies: int) -> None:
@@ -187,10 +175,10 @@ async def main(database: str, pages: int, replies: int) -> None:
                 bare = subprocess.Popen([sys.executable, "-c", BARE, str(bare_port), str(Path(tmp, "page.html"))])
                 await wait_up(bare_port)
                 bare_url = f"http://127.0.0.1:{bare_port}"
-                await time_gets(session, page, 20)  # warm-up
-                await time_gets(session, f"{bare_url}/thread", 20)
-                gw_pages = await time_gets(session, page, pages)
-                bare_pages = await time_gets(session, f"{bare_url}/thread", pages)
+                await time_gets(session, [page] * 20)  # warm-up
+                await time_gets(session, [f"{bare_url}/thread"] * 20)
+                gw_pages = await time_gets(session, [page] * pages)
+                bare_pages = await time_gets(session, [f"{bare_url}/thread"] * pages)
                 await time_live(session, f"{bare_url}/events", f"{bare_url}/push", f"{bare_url}/push", ours, 5, "w0")
                 await time_live(session, f"{page}/events?after={last}", f"{gw}/webhooks/twilio/sms",
                                 f"{gw}/webhooks/twilio/sms", ours, 5, "w1")
