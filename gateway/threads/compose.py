@@ -124,6 +124,17 @@ async def load_recipients(roles: dict[int, str]) -> list[Recipient]:
     ]
 
 
+async def plan_recipients(school: School, spec: RecipientSpec, kind: ConversationKind, *,
+                          sender_user_id: int) -> list[tuple[Recipient, list[Route]]]:
+    """Everyone `spec` names (never the sender) with the channels a new message of `kind` goes out
+    on: the one decision both sending and the compose page's preview use, so a preview cannot differ
+    from what is sent."""
+    roles = await resolve_recipients(school, spec, exclude=sender_user_id)
+    if not roles:
+        raise InvalidInput("recipients: nobody matches (the sender is never a recipient)", code="no_recipients")
+    return [(person, routes_for(kind.value, person, None, school)) for person in await load_recipients(roles)]
+
+
 async def send_communication(
     school: School,
     *,
@@ -142,11 +153,8 @@ async def send_communication(
     now = utcnow()
     async with in_transaction():
         sender = await find_staff(school, sender_external_id)
-        roles = await resolve_recipients(school, recipients, exclude=sender.user_id)
-        if not roles:
-            raise InvalidInput("recipients: nobody matches (the sender is never a recipient)", code="no_recipients")
-        people = await load_recipients(roles)
-        groups = [[p] for p in people] if private else [people]
+        planned = await plan_recipients(school, recipients, kind, sender_user_id=sender.user_id)
+        groups = [[p] for p in planned] if private else [planned]
 
         conversations: list[Conversation] = []
         messages: list[Message] = []
@@ -166,16 +174,16 @@ async def send_communication(
         for conversation, group in zip(conversations, groups):
             participants.append(Participant(conversation=conversation, user_id=sender.user_id, role="staff", is_owner=True))
             tokens.append(new_reply_token(conversation.id, sender.user_id, secret_key))
-            for person in group:
+            for person, _routes in group:
                 participants.append(Participant(conversation=conversation, user_id=person.user_id, role=person.role))
                 tokens.append(new_reply_token(conversation.id, person.user_id, secret_key))
         await Participant.bulk_create(participants, batch_size=BATCH)
         await ReplyToken.bulk_create(tokens, batch_size=BATCH)
 
         plans = [
-            (conversation, message, person, routes_for(kind.value, person, None, school))
+            (conversation, message, person, routes)
             for conversation, message, group in zip(conversations, messages, groups)
-            for person in group
+            for person, routes in group
         ]
         deliveries = await write_deliveries(school, plans, urgent=urgent, now=now)
     return ComposeResult(

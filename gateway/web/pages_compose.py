@@ -8,8 +8,8 @@ Plain form posts, so it works without JavaScript:
 2. `POST /compose` with `action=preview` (the form's only button, so also what Enter does) checks the
    form. A problem shows the same form again (422), the typed values kept and the problems listed at
    the top, linked to their fields. Otherwise the preview page shows the message, who receives it on
-   which channel and who will not and why. It is computed as gateway.threads.compose computes it
-   (resolve_recipients → load_recipients → routes_for) and writes nothing. The page carries every
+   which channel and who will not and why: gateway.threads.compose.plan_recipients, the plan
+   sending itself uses, so the preview cannot differ from what is sent. It writes nothing. The page carries every
    field as hidden inputs, with two buttons:
 3. `action=edit` shows the filled form again; `action=send` checks everything again (hidden inputs
    are user input too), calls send_communication (one transaction: all or nothing), wakes the outbox
@@ -41,9 +41,7 @@ from gateway.threads.compose import (
     BATCH,
     ComposeResult,
     RecipientSpec,
-    load_recipients,
-    resolve_recipients,
-    routes_for,
+    plan_recipients,
     send_communication,
 )
 from gateway.threads.models import ConversationKind, Origin
@@ -329,21 +327,17 @@ def by_label(person: Person) -> tuple[str, str]:
 
 
 async def preview_recipients(school: School, sender_id: int, draft: Draft, spec: RecipientSpec) -> Preview:
-    """Who gets it by which channel, and who does not and why, as send_communication would decide. Writes nothing."""
+    """Who gets it by which channel, and who does not and why: the plan sending uses. Writes nothing."""
     try:
-        roles = await resolve_recipients(school, spec, exclude=sender_id)
+        planned = await plan_recipients(school, spec, ConversationKind(draft.kind), sender_user_id=sender_id)
     except (InvalidInput, NotFound) as exc:
         raise problem_of(exc) from None
-    people = await load_recipients(roles)
-    if not people:
-        raise Problem("to", _("Nobody would receive this message (you are never one of the recipients)."))
-    names = await names_of([p.user_id for p in people])
-    people.sort(key=lambda p: (names.get(p.user_id, "").casefold(), p.user_id))
+    names = await names_of([person.user_id for person, _routes in planned])
+    planned.sort(key=lambda plan: (names.get(plan[0].user_id, "").casefold(), plan[0].user_id))
     receiving: list[Row] = []
     not_receiving: list[Row] = []
     channels: Counter[str] = Counter()
-    for person in people:
-        routes = routes_for(draft.kind, person, None, school)
+    for person, routes in planned:
         row = Row(names.get(person.user_id, ""), person.role)
         if routes[0].suppressed:  # choose_routes: either usable routes, or one suppressed route saying why
             row.reason = labels.reason_name(routes[0].suppressed_reason)
