@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from gateway.directory.models import Membership, Relationship, Role, User
 from gateway.errors import NotFound
-from gateway.threads.models import Conversation, Participant
+from gateway.threads.models import Conversation, ConversationKind, Participant
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,14 @@ class ThreadAccess:
     @property
     def sees_everything(self) -> bool:
         return self.family is None
+
+    @property
+    def may_reply(self) -> bool:
+        """Staff always; a family member who takes part, except in a newsletter (sent by e-mail to
+        everyone: there is nobody in particular to answer)."""
+        if self.staff is not None:
+            return True
+        return self.participant is not None and self.conversation.kind is not ConversationKind.NEWSLETTER
 
     def may_see(self, author_id: int | None, author_is_staff: bool, inbound: bool) -> bool:
         """Staff words, and the family's own; an inbound message with no known author (an unknown

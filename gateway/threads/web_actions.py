@@ -41,7 +41,7 @@ def utcnow() -> datetime:
 
 async def post_family_reply(access: ThreadAccess, body: str, *, submission_key: str | None = None) -> Message:
     """A guardian or student answers in the thread page; the staff are told by their channel."""
-    if access.participant is None or access.conversation.kind is ConversationKind.NEWSLETTER:
+    if access.participant is None or not access.may_reply:
         raise InvalidInput("this conversation does not take replies", code="no_replies")
     async with in_transaction():
         conversation = await Conversation.get(id=access.conversation.id)

@@ -113,6 +113,13 @@ async def signed_in_staff(request: web.Request) -> SignedIn:
     return viewer
 
 
+async def signed_in_family(request: web.Request) -> SignedIn:
+    viewer = await signed_in(request)
+    if not viewer.is_family:
+        raise Forbidden("this page is for guardians and students")
+    return viewer
+
+
 async def signed_in_admin(request: web.Request, school: Any = None) -> tuple[SignedIn, Membership]:
     """A staff admin and the school they act for: `school` (an id from the form or query) when they
     administer it, else their first; anyone else gets 403 (directory pages show contact details)."""

@@ -37,7 +37,6 @@ from gateway.threads.models import Conversation, SmsRoute
 from gateway.threads.web_actions import start_family_conversation, teachers_for
 from gateway.web import keys, throttle
 from gateway.web.page_kit import (
-    Forbidden,
     SignedIn,
     after_commit,
     form_int,
@@ -45,6 +44,7 @@ from gateway.web.page_kit import (
     redirect,
     render,
     signed_in,
+    signed_in_family,
     submission_key,
 )
 from gateway.web.pages_auth import locale_choices, too_many
@@ -267,13 +267,6 @@ async def _teacher_choices(viewer: SignedIn) -> list[tuple[str, list[TeacherChoi
     return groups
 
 
-async def _family_viewer(request: web.Request) -> SignedIn:
-    viewer = await signed_in(request)
-    if not viewer.is_family:
-        raise Forbidden("this page is for guardians and students")
-    return viewer
-
-
 async def _render_new(request: web.Request, viewer: SignedIn, values: dict[str, str], *,
                       errors: dict[str, str] | None = None, status: int = 200) -> web.Response:
     groups = await _teacher_choices(viewer)
@@ -287,7 +280,7 @@ async def _render_new(request: web.Request, viewer: SignedIn, values: dict[str, 
 
 async def new_conversation_page(request: web.Request) -> web.Response:
     """GET /conversations/new: the form to write to a teacher."""
-    viewer = await _family_viewer(request)
+    viewer = await signed_in_family(request)
     return await _render_new(request, viewer, {"teacher": "", "subject": "", "body": ""})
 
 
@@ -302,7 +295,7 @@ def _teacher_of(value: str) -> tuple[int, int]:
 
 async def new_conversation(request: web.Request) -> web.Response:
     """POST /conversations/new: start the conversation, tell the teacher, go to it."""
-    viewer = await _family_viewer(request)
+    viewer = await signed_in_family(request)
     form = await request.post()
     values = {"teacher": str(form.get("teacher", "")).strip()[:64],
               "subject": " ".join(str(form.get("subject", "")).split()),

@@ -32,7 +32,6 @@ from gateway.threads.access import ThreadAccess, open_thread
 from gateway.threads.compose import post_staff_reply
 from gateway.threads.models import (
     Conversation,
-    ConversationKind,
     ConversationState,
     Delivery,
     Message,
@@ -93,7 +92,7 @@ async def render_thread(request: web.Request, viewer: SignedIn, access: ThreadAc
     return render(request, "thread.html", {
         "conversation": conversation, "school": school, "items": items, "access": access,
         "last_id": items[-1].id if items else 0, "labels": labels, "error": error, "draft": draft,
-        "can_reply": access.staff is not None or conversation.kind is not ConversationKind.NEWSLETTER,
+        "can_reply": access.may_reply,
         "closed": conversation.state is ConversationState.CLOSED, "limit": body_limit(request),
         "notice": _("Your message was sent.") if request.query.get("sent") else None,
         "rendered_at": rendered_at.isoformat(), "families": await _families_reached(access),
@@ -128,7 +127,7 @@ async def reply(request: web.Request) -> web.Response:
                                                      secret_key=request.config_dict[keys.SETTINGS].secret_key)
             return message
     else:
-        if access.participant is None or access.conversation.kind is ConversationKind.NEWSLETTER:
+        if not access.may_reply:
             raise Forbidden("this conversation does not take replies")
         wait = throttle.check(request, (throttle.limits(request).family_writes, f"user:{viewer.user.id}"))
         if wait:

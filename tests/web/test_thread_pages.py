@@ -221,3 +221,15 @@ async def test_a_family_writing_very_often_is_slowed_down(people, signed_in):
                                 allow_redirects=False)).status for i in range(21)]
     assert statuses[:20] == [303] * 20 and statuses[20] == 429
     assert await Message.filter(author_id=(await Participant.get(conversation_id=cid, role="guardian")).user_id).count() == 20
+
+
+async def test_a_newsletter_takes_no_replies_from_families(people, signed_in):
+    [cid] = await send(people, to=["g-john"], kind=ConversationKind.NEWSLETTER, subject="November news")
+    john = await signed_in("g-john")
+    page = await (await john.get(f"/conversations/{cid}")).text()
+    assert "November news" in page and 'id="reply"' not in page
+    token = await csrf_of(john, f"/conversations/{cid}")
+    response = await john.post(f"/conversations/{cid}/messages", data={"csrf_token": token, "body": "Thanks"})
+    assert response.status == 403 and await Message.filter(body="Thanks").count() == 0
+    teacher_page = await (await (await signed_in("t-rivera")).get(f"/conversations/{cid}")).text()
+    assert 'id="reply"' in teacher_page  # staff may still write in it
