@@ -20,6 +20,7 @@ import json
 import logging
 import time
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import aiohttp_jinja2
 from aiohttp import web
@@ -171,39 +172,26 @@ async def events(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={
         "Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"})
     await response.prepare(request)
-    # Staff pages re-read delivery states on a timer; new messages come by wake-up (gateway.threads.live).
+    # New messages and state changes come by wake-up (gateway.threads.live); staff pages also re-read
+    # delivery states on a timer, and a quiet stream gets a comment now and then for the proxies.
     timer = STATUS_EVERY if access.staff is not None else HEARTBEAT_EVERY
     quiet_for, checked_at = 0.0, time.monotonic()
-    shown_state = access.conversation.state
+    news = _News(last_id, access.conversation.state)
+    woke = True  # the first pass catches up at once (a reconnecting browser sends Last-Event-ID)
     await response.write(b"retry: 2000\n\n")  # how soon the browser reconnects after a drop (ms)
     with hub.watch(access.conversation.id) as changed:
         while not hub.stopping:
             try:
-                await asyncio.wait_for(changed.wait(), timeout=timer)
-                quiet_for = 0.0
-            except asyncio.TimeoutError:
-                quiet_for += timer
-            changed.clear()
-            if hub.stopping:
-                break
-            try:
+                due = time.monotonic() - checked_at >= RECHECK_EVERY
                 # Signed out or session ended (e.g. a student's login disabled): the stream ends, and
                 # the browser's reconnect is refused. No longer in the conversation: likewise.
-                if session is None or not await Session.exists(id=session.id, expires_at__gt=utcnow()):
+                if (woke or due) and (session is None or not await Session.exists(id=session.id,
+                                                                                   expires_at__gt=utcnow())):
                     break
-                if time.monotonic() - checked_at >= RECHECK_EVERY:
-                    access = await open_thread(viewer.user.id, access.conversation.id)
-                    checked_at = time.monotonic()
-                state = await Conversation.filter(id=access.conversation.id).values_list("state", flat=True)
-                if state and state[0] != shown_state:
-                    shown_state = state[0]
-                    html = macros.state_tag(shown_state is ConversationState.CLOSED)
-                    await _send(response, "state", {"state": shown_state.value, "html": str(html)})
-                for item in await thread_items(access, viewer.lang, school.timezone, after_id=last_id):
-                    html = macros.message_item(item, access, labels)
-                    await _send(response, "message", {"id": item.id, "html": str(html)}, event_id=item.id)
-                    last_id = item.id
-                    await _mark_read(access, item.created_at)
+                if due:
+                    access, checked_at = await open_thread(viewer.user.id, access.conversation.id), time.monotonic()
+                if woke:
+                    await news.push(response, access, viewer.lang, school.timezone, macros)
                 if access.staff is not None:
                     status_since = await _send_states(response, access, viewer, school, macros, status_since)
                 if quiet_for >= HEARTBEAT_EVERY:
@@ -216,7 +204,34 @@ async def events(request: web.Request) -> web.StreamResponse:
             except Exception:  # never answer an error on a started stream: log, end it, let it reconnect
                 log.exception("live stream of conversation %s failed", access.conversation.id)
                 break
+            try:
+                await asyncio.wait_for(changed.wait(), timeout=timer)
+                woke, quiet_for = True, 0.0
+            except asyncio.TimeoutError:
+                woke, quiet_for = False, quiet_for + timer
+            changed.clear()
     return response
+
+
+class _News:
+    """What a stream has shown so far, and pushing what is new since: messages, and open/closed."""
+
+    def __init__(self, last_id: int, state: ConversationState) -> None:
+        self.last_id = last_id
+        self.state = state
+
+    async def push(self, response: web.StreamResponse, access: ThreadAccess, lang: str, zone: str,
+                   macros: Any) -> None:
+        state = await Conversation.filter(id=access.conversation.id).values_list("state", flat=True)
+        if state and state[0] != self.state:
+            self.state = state[0]
+            html = macros.state_tag(self.state is ConversationState.CLOSED)
+            await _send(response, "state", {"state": self.state.value, "html": str(html)})
+        for item in await thread_items(access, lang, zone, after_id=self.last_id):
+            html = macros.message_item(item, access, labels)
+            await _send(response, "message", {"id": item.id, "html": str(html)}, event_id=item.id)
+            self.last_id = item.id
+            await _mark_read(access, item.created_at)
 
 
 def _since(raw: str | None) -> datetime:
