@@ -32,7 +32,8 @@ import aiohttp  # noqa: E402
 from benchmarks._pg import drop_pg, fresh_pg  # noqa: E402
 from gateway.db import migrate_database, open_database  # noqa: E402
 from gateway.directory.models import Role, School  # noqa: E402
-from gateway.directory.users import UserIn, upsert_users  # noqa: E402
+from gateway.directory.user_input import UserIn
+from gateway.directory.users import upsert_users  # noqa: E402
 from gateway.settings import DEV_SECRET_KEY  # noqa: E402
 from gateway.threads.compose import RecipientSpec, send_communication  # noqa: E402
 from gateway.threads.models import ConversationKind, Delivery, InboundEvent  # noqa: E402

@@ -40,7 +40,8 @@ from benchmarks.inbound import free_port, wait_up
 from gateway.channels.base import DeliveryStatus
 from gateway.db import migrate_database, open_database
 from gateway.directory.models import Role, School
-from gateway.directory.users import UserIn, upsert_users
+from gateway.directory.user_input import UserIn
+from gateway.directory.users import upsert_users
 from gateway.settings import DEV_SECRET_KEY
 from gateway.threads.compose import RecipientSpec, send_communication
 from gateway.threads.models import ConversationKind, Delivery, Direction, Message, Origin, RoutedBy

@@ -172,7 +172,8 @@ def cmd_import_roster(settings: Settings, args: argparse.Namespace) -> int:
     from gateway.db import open_database
     from gateway.directory.models import School
     from gateway.directory.roster import RosterError, read_roster
-    from gateway.directory.users import RowError, upsert_users
+    from gateway.directory.user_input import RowError
+    from gateway.directory.users import upsert_users
 
     try:
         data = args.file.read_bytes()

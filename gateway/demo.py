@@ -14,7 +14,8 @@ from datetime import datetime, timezone
 from gateway.db import migrate_database, open_database
 from gateway.directory.models import Membership, Role, School, User
 from gateway.directory.schools import create_api_key
-from gateway.directory.users import UserIn, upsert_users
+from gateway.directory.user_input import UserIn
+from gateway.directory.users import upsert_users
 from gateway.invites.passwords import cost_for, hash_password
 from gateway.settings import Settings
 from gateway.threads.compose import RecipientSpec, send_communication

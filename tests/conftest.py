@@ -26,7 +26,8 @@ from gateway.channels.twilio_sms import TwilioSmsChannel
 from gateway.db import open_database
 from gateway.directory.models import School
 from gateway.directory.schools import create_api_key
-from gateway.directory.users import UserIn, upsert_users
+from gateway.directory.user_input import UserIn
+from gateway.directory.users import upsert_users
 from gateway.settings import Settings, TwilioSettings, load_settings
 from gateway.threads.dispatcher import Dispatcher
 

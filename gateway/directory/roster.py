@@ -31,7 +31,7 @@ from typing import Iterator, Literal, cast
 
 from pydantic import ValidationError
 
-from gateway.directory.users import UserIn
+from gateway.directory.user_input import UserIn
 from gateway.errors import validation_message
 
 ONEROSTER_ROLES = {

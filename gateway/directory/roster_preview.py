@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from gateway.directory.models import Membership, Role, School
 from gateway.directory.roster import RosterFile, open_roster
-from gateway.directory.users import RowError, UserIn, link_problem, prepare_user
+from gateway.directory.user_input import RowError, UserIn, link_problem, prepare_user
 
 __all__ = ["PreviewPerson", "RejectedRow", "RosterPreview", "preview_roster"]
 

@@ -8,18 +8,14 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Annotated, Callable, Iterator, Sequence, TypeVar
+from typing import Iterator, Sequence, TypeVar
 
-from babel import Locale, UnknownLocaleError
-from babel.core import parse_locale
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
 from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
 from gateway.db import db_value, insert_rows, placeholders
-from gateway.directory.contacts import InvalidAddress, normalize_email, normalize_phone
 from gateway.directory.models import (
     ChannelPreference,
     ContactKind,
@@ -32,124 +28,13 @@ from gateway.directory.models import (
     SectionMember,
     User,
 )
-
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-ExternalId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
-
-
-class UserIn(BaseModel):
-    """One person as an API client or a roster file describes them."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    external_id: ExternalId
-    role: Role
-    name: Name
-    email: Annotated[str, StringConstraints(max_length=320)] | None = None
-    phone: Annotated[str, StringConstraints(max_length=40)] | None = None
-    locale: Annotated[str, StringConstraints(max_length=16)] | None = None
-    channel_preference: ChannelPreference | None = None
-    login_enabled: bool | None = None
-    is_admin: bool | None = None
-    guardian_of: list[ExternalId] | None = Field(default=None, max_length=50)
-    sections: list[Name] | None = Field(default=None, max_length=100)
-
-
-@dataclass
-class RowError(Exception):
-    """Row `index` of the batch is wrong in `field`."""
-
-    index: int
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"users[{self.index}].{self.field}: {self.message}"
+from gateway.directory.user_input import PreparedUser, RowError, UserIn, link_problem, prepare_batch
 
 
 @dataclass(frozen=True)
 class UpsertResult:
     created: int
     updated: int
-
-
-@dataclass
-class _Row:
-    index: int
-    data: UserIn
-    email: str | None
-    phone: str | None
-    locale: str | None
-
-
-def normalize_locale(raw: str) -> str:
-    """'es-MX' → 'es_MX'; raise ValueError for something that is not a locale.
-
-    Babel quietly drops what it does not know ('en-nonsense' parses as 'en', 'en-ZZ' as 'en_US'), so
-    a territory, script or variant that was asked for must survive the parse.
-    """
-    text = raw.strip().replace("-", "_")
-    try:
-        language, territory, script, variant = parse_locale(text)[:4]
-        locale = Locale.parse(text)
-    except (UnknownLocaleError, ValueError, TypeError) as exc:
-        raise ValueError(f"unknown locale {raw!r}") from exc
-    if (territory and locale.territory != territory) or (script and locale.script != script) or (
-        variant and locale.variant != variant
-    ):
-        raise ValueError(f"unknown locale {raw!r}")
-    return str(locale)
-
-
-def prepare_user(school: School, index: int, data: UserIn) -> _Row:
-    """One person's own checks, with their addresses and locale normalised; raises RowError.
-
-    The checks that need no other row and no database: e-mail, phone (read in the school's region),
-    locale, guardian_of only for guardians, is_admin only for staff. upsert_users makes them for
-    every row, and the roster preview for each row on its own (to list every bad row).
-    """
-    try:
-        email = normalize_email(data.email) if data.email else None
-    except InvalidAddress as exc:
-        raise RowError(index, "email", str(exc)) from None
-    try:
-        phone = normalize_phone(data.phone, school.default_region) if data.phone else None
-    except InvalidAddress as exc:
-        raise RowError(index, "phone", str(exc)) from None
-    try:
-        locale = normalize_locale(data.locale) if data.locale else None
-    except ValueError as exc:
-        raise RowError(index, "locale", str(exc)) from None
-    if data.guardian_of and data.role is not Role.GUARDIAN:
-        raise RowError(index, "guardian_of", "only guardians have guardian_of")
-    if data.is_admin and data.role is not Role.STAFF:
-        raise RowError(index, "is_admin", "only staff can be admins")
-    return _Row(index, data, email, phone, locale)
-
-
-def link_problem(data: UserIn, current_role: Role | None, is_student: Callable[[str], bool]) -> tuple[str, str] | None:
-    """(field, message) when the school as it is stops this person being written, else None.
-
-    `current_role` is the role the person has in the school already (None: new); `is_student`
-    says whether an external id is a student of the school or of the batch being written.
-    """
-    for ext in data.guardian_of or []:
-        if not is_student(ext):
-            return "guardian_of", f"no student with external_id {ext!r} in this school"
-    if current_role is not None and current_role is not data.role:
-        return "role", f"is {current_role.value} already; a role cannot change"
-    return None
-
-
-def _prepare(school: School, users: Sequence[UserIn]) -> list[_Row]:
-    rows: list[_Row] = []
-    seen: dict[str, int] = {}
-    for index, data in enumerate(users):
-        if data.external_id in seen:
-            raise RowError(index, "external_id", f"repeats row {seen[data.external_id]}")
-        seen[data.external_id] = index
-        rows.append(prepare_user(school, index, data))
-    return rows
 
 
 UPSERT_ATTEMPTS = 3
@@ -162,7 +47,7 @@ async def upsert_users(school: School, users: Sequence[UserIn]) -> UpsertResult:
     them missing, and the second to commit breaks a unique constraint. Its transaction rolls back
     entirely, so it is simply run again: the people now exist and are updated.
     """
-    rows = _prepare(school, users)
+    rows = prepare_batch(school, users)
     for attempt in range(1, UPSERT_ATTEMPTS + 1):
         try:
             return await _upsert(school, rows)
@@ -172,7 +57,7 @@ async def upsert_users(school: School, users: Sequence[UserIn]) -> UpsertResult:
     raise AssertionError("unreachable")
 
 
-async def _upsert(school: School, rows: list[_Row]) -> UpsertResult:
+async def _upsert(school: School, rows: list[PreparedUser]) -> UpsertResult:
     """The whole batch in a few chunked queries per table, whatever its size.
 
     Everything the batch touches is read first and the checks made on it; then each table is
@@ -205,7 +90,7 @@ async def _upsert(school: School, rows: list[_Row]) -> UpsertResult:
     return UpsertResult(created=len(new), updated=len(rows) - len(new))
 
 
-def _user_fields(r: _Row, school: School, *, new: bool) -> dict[str, object]:
+def _user_fields(r: PreparedUser, school: School, *, new: bool) -> dict[str, object]:
     given = r.data.model_fields_set
     fields: dict[str, object] = {}
     if new or "name" in given:
@@ -220,7 +105,7 @@ def _user_fields(r: _Row, school: School, *, new: bool) -> dict[str, object]:
     return fields
 
 
-def _default_preference(r: _Row) -> ChannelPreference:
+def _default_preference(r: PreparedUser) -> ChannelPreference:
     if r.email:
         return ChannelPreference.EMAIL
     return ChannelPreference.SMS if r.phone else ChannelPreference.EMAIL
@@ -284,7 +169,7 @@ async def _read_students(school: School, ext_ids: list[str]) -> dict[str, int]:
     return found
 
 
-def _check_links(rows: list[_Row], stored: dict[str, _Stored], students: dict[str, int],
+def _check_links(rows: list[PreparedUser], stored: dict[str, _Stored], students: dict[str, int],
                  batch_roles: dict[str, Role]) -> None:
     """link_problem for every row, in order, before anything is written: the first bad row is reported."""
     def is_student(ext: str) -> bool:
@@ -300,7 +185,7 @@ def _check_links(rows: list[_Row], stored: dict[str, _Stored], students: dict[st
 USER_COLUMNS = ("name", "locale", "channel_preference", "login_enabled")
 
 
-async def _create_people(conn: BaseDBAsyncClient, school: School, rows: list[_Row], now: datetime) -> dict[str, int]:
+async def _create_people(conn: BaseDBAsyncClient, school: School, rows: list[PreparedUser], now: datetime) -> dict[str, int]:
     """Insert a user and a membership for each new person; returns their user ids by external id."""
     if not rows:
         return {}
@@ -340,7 +225,7 @@ async def _insert_users(conn: BaseDBAsyncClient, values: list[tuple], now: datet
     return [row["id"] for row in reversed(newest)]
 
 
-async def _update_people(conn: BaseDBAsyncClient, school: School, people: list[tuple[_Row, _Stored]]) -> None:
+async def _update_people(conn: BaseDBAsyncClient, school: School, people: list[tuple[PreparedUser, _Stored]]) -> None:
     """Write the given fields of people the school has already, and is_admin when it is given.
 
     Only values that differ from the stored ones are written (an update never touched updated_at,
@@ -366,7 +251,7 @@ async def _update_people(conn: BaseDBAsyncClient, school: School, people: list[t
             await Membership.filter(id__in=chunk).update(is_admin=flag)
 
 
-async def _write_contacts(conn: BaseDBAsyncClient, rows: list[_Row], user_ids: dict[str, int], known: set[int],
+async def _write_contacts(conn: BaseDBAsyncClient, rows: list[PreparedUser], user_ids: dict[str, int], known: set[int],
                           now: datetime) -> None:
     """Each e-mail or phone given (null included) becomes the person's one contact point of its kind."""
     given = [(user_ids[r.data.external_id], kind, address) for r in rows for kind, address in _given_contacts(r)]
@@ -382,7 +267,7 @@ async def _write_contacts(conn: BaseDBAsyncClient, rows: list[_Row], user_ids: d
     await insert_rows(conn, ContactPoint, ("user_id", "kind", "address"), sorted(fresh), now)
 
 
-def _given_contacts(r: _Row) -> list[tuple[ContactKind, str | None]]:
+def _given_contacts(r: PreparedUser) -> list[tuple[ContactKind, str | None]]:
     """(kind, normalised address or None) for the contact fields the row gives; a field not given is left alone."""
     given = r.data.model_fields_set
     return [(kind, address) for kind, field, address in ((ContactKind.EMAIL, "email", r.email),
@@ -411,7 +296,7 @@ async def _read_contacts(user_ids: list[int]) -> dict[tuple[int, ContactKind], l
     return found
 
 
-async def _write_wards(conn: BaseDBAsyncClient, school: School, rows: list[_Row], user_ids: dict[str, int],
+async def _write_wards(conn: BaseDBAsyncClient, school: School, rows: list[PreparedUser], user_ids: dict[str, int],
                        students: dict[str, int], known: set[int], now: datetime) -> None:
     """A guardian_of given replaces the guardian's wards in this school (an empty list removes them)."""
     wanted = {user_ids[r.data.external_id]: {students[ext] for ext in r.data.guardian_of}
@@ -429,7 +314,7 @@ async def _write_wards(conn: BaseDBAsyncClient, school: School, rows: list[_Row]
     await insert_rows(conn, Relationship, ("guardian_id", "student_id", "school_id"), missing, now)
 
 
-async def _write_sections(conn: BaseDBAsyncClient, school: School, rows: list[_Row], user_ids: dict[str, int],
+async def _write_sections(conn: BaseDBAsyncClient, school: School, rows: list[PreparedUser], user_ids: dict[str, int],
                           known: set[int], now: datetime) -> None:
     """`sections` given replaces the person's sections in this school; a section is created by its name."""
     names = {user_ids[r.data.external_id]: set(r.data.sections) for r in rows if r.data.sections is not None}

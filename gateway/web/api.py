@@ -19,7 +19,8 @@ from gateway.directory.models import (
     SectionMember,
 )
 from gateway.directory.schools import authenticate_api_key
-from gateway.directory.users import RowError, normalize_locale, upsert_users
+from gateway.directory.user_input import RowError, normalize_locale
+from gateway.directory.users import upsert_users
 from gateway.errors import Conflict, GatewayError, InvalidInput, NotFound
 from gateway.threads.compose import RecipientSpec, post_staff_reply, send_communication
 from gateway.threads.models import Conversation, Delivery, Message, Origin, Participant

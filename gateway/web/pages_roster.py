@@ -27,7 +27,8 @@ from tortoise.transactions import in_transaction
 from gateway.directory.models import AuditLog, RosterUpload, School
 from gateway.directory.roster import RosterError
 from gateway.directory.roster_preview import RosterPreview, preview_roster
-from gateway.directory.users import RowError, upsert_users
+from gateway.directory.user_input import RowError
+from gateway.directory.users import upsert_users
 from gateway.errors import NotFound
 from gateway.i18n import _, ngettext
 from gateway.web import labels

@@ -16,7 +16,7 @@ from pydantic import (
 )
 
 from gateway.directory.models import Role
-from gateway.directory.users import UserIn
+from gateway.directory.user_input import UserIn
 from gateway.threads.models import ConversationKind
 
 HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")

@@ -9,7 +9,7 @@ from gateway.directory.contacts import (
     normalize_phone,
     redact,
 )
-from gateway.directory.users import normalize_locale
+from gateway.directory.user_input import normalize_locale
 
 
 @pytest.mark.parametrize("raw,region,expected", [

@@ -186,7 +186,8 @@ async def test_fifty_thousand_rows_preview_quickly(people):
 
 async def test_an_upload_never_switches_an_existing_students_login(school):
     from gateway.directory.models import Membership, User
-    from gateway.directory.users import UserIn, upsert_users
+    from gateway.directory.user_input import UserIn
+    from gateway.directory.users import upsert_users
 
     await upsert_users(school, [UserIn(external_id="s-1", role="student", name="Kid One", login_enabled=False),
                                 UserIn(external_id="s-2", role="student", name="Kid Two", login_enabled=True)])

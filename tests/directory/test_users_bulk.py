@@ -14,7 +14,8 @@ from gateway.directory.models import (
     SectionMember,
     User,
 )
-from gateway.directory.users import UserIn, upsert_users
+from gateway.directory.user_input import UserIn
+from gateway.directory.users import upsert_users
 
 ROWS = 40_000
 CLASSES = 800

@@ -8,7 +8,8 @@ from datetime import datetime, timedelta, timezone
 from gateway.channels.base import Bounce, DeliveryStatus
 from gateway.channels.sms_segments import count_segments
 from gateway.directory.models import AuditLog, ContactPoint, Membership, School, User
-from gateway.directory.users import UserIn, upsert_users
+from gateway.directory.user_input import UserIn
+from gateway.directory.users import upsert_users
 from gateway.invites.campaign_rows import write_chunk
 from gateway.invites.campaigns import (
     CampaignRunner,

@@ -10,7 +10,8 @@ import pytest
 from gateway.channels.base import DeliveryStatus, OutboundEmail, OutboundSms
 from gateway.channels.sms_segments import count_segments
 from gateway.directory.models import ContactPoint, Membership, User
-from gateway.directory.users import UserIn, upsert_users
+from gateway.directory.user_input import UserIn
+from gateway.directory.users import upsert_users
 from gateway.invites.outbox import link_url, queue_link_message
 from gateway.invites.tokens import LoginToken, Purpose, check_token, issue_token
 from gateway.settings import load_settings

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.directory.users import UserIn, upsert_users
+from gateway.directory.user_input import UserIn
+from gateway.directory.users import upsert_users
 from gateway.invites.campaigns import create_campaign, run_campaign
 from gateway.settings import TwilioSettings
 from gateway.threads.models import Delivery, InboundEvent, InboundOutcome

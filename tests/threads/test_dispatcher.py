@@ -173,7 +173,8 @@ class RecordingChannel:
 
 
 async def many_recipients(school: School, secret: str, n: int) -> None:
-    from gateway.directory.users import UserIn, upsert_users
+    from gateway.directory.user_input import UserIn
+    from gateway.directory.users import upsert_users
 
     await upsert_users(school, [UserIn(external_id="t-1", role="staff", name="T")] + [
         UserIn(external_id=f"g-{i}", role="guardian", name=f"G{i}", email=f"g{i}@family.example") for i in range(n)])

@@ -14,7 +14,8 @@ from datetime import datetime, timedelta, timezone
 
 from gateway.channels.base import DeliveryStatus
 from gateway.channels.twilio_sms import TwilioSmsChannel
-from gateway.directory.users import UserIn, upsert_users
+from gateway.directory.user_input import UserIn
+from gateway.directory.users import upsert_users
 from gateway.settings import TwilioSettings
 from gateway.threads.compose import RecipientSpec, send_communication
 from gateway.threads.dispatcher import Dispatcher

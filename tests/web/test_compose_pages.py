@@ -16,7 +16,8 @@ from gateway.directory.models import (
     User,
 )
 from gateway.directory.schools import create_api_key
-from gateway.directory.users import UserIn, upsert_users
+from gateway.directory.user_input import UserIn
+from gateway.directory.users import upsert_users
 from gateway.threads.models import (
     Conversation,
     ConversationKind,

@@ -7,7 +7,8 @@ import re
 from datetime import datetime, timezone
 
 from gateway.directory.models import AuditLog, ContactPoint, Membership, School, Section, User
-from gateway.directory.users import UserIn, upsert_users
+from gateway.directory.user_input import UserIn
+from gateway.directory.users import upsert_users
 from gateway.web.sessions import Session
 from tests.web.conftest import csrf_of
 

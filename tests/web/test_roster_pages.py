@@ -116,7 +116,8 @@ async def test_a_clean_file_applies_without_the_checkbox(people, signed_in):
 async def test_when_the_directory_changes_after_the_preview_nothing_is_applied(people, signed_in):
     admin = await admin_client(signed_in)
     row, page = await uploaded(admin, b"external_id,role,name\ns-1,student,Kid\ns-2,student,Other\n")
-    from gateway.directory.users import UserIn, upsert_users
+    from gateway.directory.user_input import UserIn
+    from gateway.directory.users import upsert_users
     await upsert_users(people, [UserIn(external_id="s-2", role="guardian", name="Now a guardian")])
     response = await admin.post(f"/directory/roster/{row.id}/apply", data=apply_fields(page))
     assert response.status == 409 and "changed since you opened this preview" in await response.text()
