@@ -24,7 +24,15 @@ from gateway.app import create_app
 from gateway.channels.email_smtp import SmtpEmailChannel
 from gateway.channels.twilio_sms import TwilioSmsChannel
 from gateway.db import open_database
-from gateway.directory.models import School
+from gateway.directory.models import (
+    ContactPoint,
+    Membership,
+    Relationship,
+    School,
+    Section,
+    SectionMember,
+    User,
+)
 from gateway.directory.schools import create_api_key
 from gateway.directory.user_input import UserIn
 from gateway.directory.users import upsert_users
@@ -209,3 +217,15 @@ async def channels(fake_twilio: Any, fake_smtp: Any) -> AsyncIterator[dict[str, 
 @pytest.fixture
 def dispatcher(twilio_settings: Settings, channels: dict[str, Any]) -> Dispatcher:
     return Dispatcher(twilio_settings, channels, worker_id="w1")
+
+
+async def directory_counts() -> dict[str, int]:
+    """Rows of each directory table: "nothing was written" is these staying the same."""
+    return {
+        "users": await User.all().count(),
+        "memberships": await Membership.all().count(),
+        "contacts": await ContactPoint.all().count(),
+        "relationships": await Relationship.all().count(),
+        "sections": await Section.all().count(),
+        "section_members": await SectionMember.all().count(),
+    }

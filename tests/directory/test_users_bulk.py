@@ -10,12 +10,11 @@ from gateway.directory.models import (
     Membership,
     Relationship,
     Role,
-    Section,
     SectionMember,
-    User,
 )
 from gateway.directory.user_input import UserIn
 from gateway.directory.users import upsert_users
+from tests.conftest import directory_counts
 
 ROWS = 40_000
 CLASSES = 800
@@ -77,17 +76,6 @@ async def wards_of(external_id: str) -> list[str]:
     return sorted(await Membership.filter(user_id__in=ids).values_list("external_id", flat=True))
 
 
-async def counts() -> dict[str, int]:
-    return {
-        "users": await User.all().count(),
-        "memberships": await Membership.all().count(),
-        "contacts": await ContactPoint.all().count(),
-        "relationships": await Relationship.all().count(),
-        "sections": await Section.all().count(),
-        "section_members": await SectionMember.all().count(),
-    }
-
-
 async def test_a_district_roster_in_one_call_then_reimported_with_changes(db, school):
     people = roster(ROWS)
     staff, guardians = ROWS // 20, ROWS * 7 // 20
@@ -97,7 +85,7 @@ async def test_a_district_roster_in_one_call_then_reimported_with_changes(db, sc
     result = await upsert_users(school, [UserIn.model_validate(p) for p in people])
     first = time.perf_counter() - started
     assert (result.created, result.updated) == (ROWS, 0)
-    assert await counts() == {
+    assert await directory_counts() == {
         "users": ROWS, "memberships": ROWS, "contacts": 2 * (staff + guardians), "relationships": students,
         "sections": CLASSES + CLUBS, "section_members": 2 * (staff + students)}
 
@@ -141,7 +129,7 @@ async def test_a_district_roster_in_one_call_then_reimported_with_changes(db, sc
     del changed["g-00012"]["locale"]  # not given: stays "es"
     again = list(changed.values()) + [{"external_id": f"s-new-{n}", "role": "student", "name": f"New {n}",
                                        "sections": ["Robotics"]} for n in range(10)]
-    before = await counts()
+    before = await directory_counts()
 
     started = time.perf_counter()
     result = await upsert_users(school, [UserIn.model_validate(p) for p in again])
@@ -149,7 +137,7 @@ async def test_a_district_roster_in_one_call_then_reimported_with_changes(db, sc
     print(f"\n{db.split(':')[0]}: {ROWS} rows created in {first:.1f} s, re-imported in {second:.1f} s")
     assert (result.created, result.updated) == (10, ROWS)
 
-    after = await counts()
+    after = await directory_counts()
     assert after == {**before, "users": ROWS + 10, "memberships": ROWS + 10, "contacts": before["contacts"] - 1,
                      "relationships": before["relationships"] - 1, "sections": before["sections"] + 1,
                      "section_members": before["section_members"] - 2 + 10}

@@ -21,19 +21,9 @@ from gateway.directory.models import (
     User,
 )
 from gateway.directory.schools import create_api_key
+from tests.conftest import directory_counts
 
 URL = "/api/v1/users"
-
-
-async def counts() -> dict[str, int]:
-    return {
-        "users": await User.all().count(),
-        "memberships": await Membership.all().count(),
-        "contacts": await ContactPoint.all().count(),
-        "relationships": await Relationship.all().count(),
-        "sections": await Section.all().count(),
-        "section_members": await SectionMember.all().count(),
-    }
 
 
 async def put(client, auth, users):
@@ -250,10 +240,10 @@ async def test_a_bad_row_rejects_the_whole_request(client, auth, school, change,
         {"external_id": "t-1", "role": "staff", "name": "Ms. Rivera", "email": "r@school.example"},
         {"external_id": "g-1", "role": "guardian", "name": "Ana", "guardian_of": ["s-1"], **change},
     ]
-    before = await counts()
+    before = await directory_counts()
     response = await put(client, auth, rows)
     await assert_error(response, 422, "invalid", where)
-    assert await counts() == before
+    assert await directory_counts() == before
     assert before["users"] == 0
 
 
@@ -269,15 +259,15 @@ async def test_a_bad_row_rejects_the_whole_request(client, auth, school, change,
 ], ids=["guardian_of-on-student", "duplicate-external-id", "admin-student", "unknown-role", "missing-external-id",
         "guardian-of-staff"])
 async def test_other_bad_rows_write_nothing(client, auth, school, rows, where):
-    before = await counts()
+    before = await directory_counts()
     response = await put(client, auth, rows)
     await assert_error(response, 422, "invalid", where)
-    assert await counts() == before
+    assert await directory_counts() == before
 
 
 async def test_a_role_change_is_rejected_and_writes_nothing(client, auth, school):
     assert (await put(client, auth, FAMILY)).status == 200
-    before = await counts()
+    before = await directory_counts()
     names_before = sorted(await User.all().values_list("name", flat=True))
     response = await put(client, auth, [
         {"external_id": "t-1", "role": "staff", "name": "Renamed"},
@@ -285,19 +275,19 @@ async def test_a_role_change_is_rejected_and_writes_nothing(client, auth, school
         {"external_id": "g-1", "role": "staff", "name": "Ana"},
     ])
     await assert_error(response, 422, "invalid", "users[2].role")
-    assert await counts() == before
+    assert await directory_counts() == before
     assert sorted(await User.all().values_list("name", flat=True)) == names_before
 
 
 async def test_a_later_failure_rolls_back_earlier_rows(client, auth, school):
     """guardian_of is checked against the database: the failing row comes after rows that are fine."""
-    before = await counts()
+    before = await directory_counts()
     response = await put(client, auth, [
         {"external_id": "t-1", "role": "staff", "name": "A", "email": "a@school.example", "sections": ["X"]},
         {"external_id": "g-1", "role": "guardian", "name": "B", "guardian_of": ["s-missing"]},
     ])
     await assert_error(response, 422, "invalid", "users[1].guardian_of", "s-missing")
-    assert await counts() == before
+    assert await directory_counts() == before
 
 
 @pytest.mark.parametrize("body", [b"{not json", b"\xff\xfe", b""])
@@ -330,10 +320,10 @@ async def test_an_empty_list_changes_nothing(client, auth, school):
 async def test_a_body_over_the_limit_is_413_and_writes_nothing(make_client, auth, school):
     client = await make_client(max_request_bytes=2048)
     users = [{"external_id": f"s-{i}", "role": "student", "name": "x" * 40} for i in range(60)]
-    before = await counts()
+    before = await directory_counts()
     response = await put(client, auth, users)
     await assert_error(response, 413, "too_large")
-    assert await counts() == before
+    assert await directory_counts() == before
     # Under the limit the same client is fine.
     response = await put(client, auth, users[:5])
     assert response.status == 200
@@ -350,10 +340,10 @@ async def test_a_body_over_the_limit_is_413_and_writes_nothing(make_client, auth
     {"Authorization": "Basic dXNlcjpwYXNz"},
 ], ids=["missing", "empty", "wrong", "unprefixed", "basic"])
 async def test_requests_without_a_valid_key_are_401(client, school, headers):
-    before = await counts()
+    before = await directory_counts()
     response = await put(client, headers, [{"external_id": "t-1", "role": "staff", "name": "A"}])
     await assert_error(response, 401, "unauthorized")
-    assert await counts() == before
+    assert await directory_counts() == before
     response = await client.get(f"{URL}/t-1", headers=headers)
     await assert_error(response, 401, "unauthorized")
 
@@ -439,7 +429,7 @@ async def test_concurrent_puts_of_the_same_new_people_all_succeed(client, auth, 
     bodies = [await r.json() for r in responses]
     assert [r.status for r in responses] == [200, 200, 200], bodies
     assert sorted(b["created"] for b in bodies) == [0, 0, 21]
-    assert await counts() == {"users": 21, "memberships": 21, "contacts": 1, "relationships": 2, "sections": 1,
+    assert await directory_counts() == {"users": 21, "memberships": 21, "contacts": 1, "relationships": 2, "sections": 1,
                               "section_members": 20}
 
 
