@@ -29,7 +29,7 @@ import socket
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Callable, Iterable
 
 from tortoise.expressions import F, Q
@@ -37,6 +37,7 @@ from tortoise.functions import Count
 from tortoise.transactions import in_transaction
 
 from gateway.channels.base import DeliveryStatus
+from gateway.clock import utcnow
 from gateway.directory.models import (
     AuditLog,
     School,
@@ -70,9 +71,6 @@ COUNT_OF_REASON = {
 COUNT_FIELDS = ("targeted", "invited", *COUNT_OF_REASON.values())
 FAILED_STATUSES = (DeliveryStatus.FAILED, DeliveryStatus.UNDELIVERED, DeliveryStatus.SUPPRESSED)
 
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class LeaseLost(Exception):

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 
 from tortoise.transactions import in_transaction
 
 from gateway.channels.base import DeliveryStatus
+from gateway.clock import utcnow
 from gateway.directory.models import (
     ChannelPreference,
     ContactPoint,
@@ -65,9 +66,6 @@ class Recipient:
     newsletters_unsubscribed: bool
     contacts: list[Contact]
 
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 async def find_staff(school: School, external_id: str) -> Membership:

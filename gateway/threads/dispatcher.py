@@ -23,7 +23,7 @@ import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Mapping
 
 from tortoise.expressions import F, Q
@@ -37,6 +37,7 @@ from gateway.channels.base import (
     PermanentSendError,
     TransientSendError,
 )
+from gateway.clock import utcnow
 from gateway.db import dialect
 from gateway.directory.contacts import redact
 from gateway.directory.models import ContactPoint, School, User
@@ -55,9 +56,6 @@ from gateway.threads.render import LinkUnusable, OutboundContext, render
 
 log = logging.getLogger(__name__)
 
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 @dataclass
 class _Batch:

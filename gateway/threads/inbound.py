@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
@@ -24,6 +24,7 @@ from gateway.channels.base import (
     inbound_from_json,
     inbound_to_json,
 )
+from gateway.clock import utcnow
 from gateway.directory.contacts import redact
 from gateway.directory.models import ContactKind, ContactPoint, Membership, School
 from gateway.errors import Conflict
@@ -47,9 +48,6 @@ from gateway.threads.resolver import Resolution, Unresolved, resolve
 log = logging.getLogger(__name__)
 LEASE = timedelta(seconds=60)
 
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 async def record_inbound(msg: InboundMessage, *, school_id: int | None = None) -> tuple[InboundEvent, bool]:

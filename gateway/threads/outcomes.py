@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.expressions import F
 from tortoise.transactions import in_transaction
 
 from gateway.channels.base import ContactProblem, DeliveryStatus, SendResult
+from gateway.clock import utcnow
 from gateway.db import dialect, placeholders
 from gateway.metrics import DELIVERY_OUTCOMES
 from gateway.threads.fallback import fall_back
@@ -26,9 +27,6 @@ from gateway.threads.status import mark_contact_problem
 
 log = logging.getLogger(__name__)
 
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 @dataclass

@@ -6,10 +6,9 @@ A family member's words reach only the conversation's staff (gateway.threads.not
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 from tortoise.transactions import in_transaction
 
+from gateway.clock import utcnow
 from gateway.directory.models import (
     AuditLog,
     Membership,
@@ -33,10 +32,6 @@ from gateway.threads.models import (
     RoutedBy,
 )
 from gateway.threads.notify import forward_reply
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 async def post_family_reply(access: ThreadAccess, body: str, *, submission_key: str | None = None) -> Message:

@@ -17,12 +17,12 @@ Both are plain forms (post/redirect/get) and work without JavaScript.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 from aiohttp import web
 from tortoise.transactions import in_transaction
 
+from gateway.clock import utcnow
 from gateway.directory.models import (
     AuditLog,
     ChannelPreference,
@@ -52,9 +52,6 @@ from gateway.web.pages_auth import locale_choices, too_many
 MAX_SUBJECT = 200
 NEWSLETTERS = ("receive", "unsubscribed")
 
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def _schools_of(viewer: SignedIn) -> list[int]:

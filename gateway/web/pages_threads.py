@@ -19,13 +19,14 @@ import asyncio
 import json
 import logging
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp_jinja2
 from aiohttp import web
 from tortoise.expressions import Q
 
+from gateway.clock import utcnow
 from gateway.directory.models import School
 from gateway.errors import InvalidInput, NotFound
 from gateway.i18n import _
@@ -62,9 +63,6 @@ STATUS_EVERY = 3.0      # seconds between re-reads of delivery states while a st
 HEARTBEAT_EVERY = 20.0  # an SSE comment keeps proxies from closing an idle stream
 RECHECK_EVERY = 15.0    # seconds between checks that the viewer may still watch
 
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 async def _open(request: web.Request) -> tuple[SignedIn, ThreadAccess, School]:

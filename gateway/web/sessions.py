@@ -27,13 +27,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Awaitable, Callable
 
 from aiohttp import BodyPartReader, web
 from tortoise import fields
 from tortoise.models import Model
 
+from gateway.clock import utcnow
 from gateway.directory.models import User
 from gateway.errors import GatewayError
 from gateway.web import keys
@@ -89,9 +90,6 @@ class CsrfError(GatewayError):
     code = "csrf"
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
 
 def _hash(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
@@ -118,7 +116,7 @@ def _cookie_flags(settings) -> dict[str, object]:
 
 async def start_session(user_id: int, method: str, *, now: datetime | None = None) -> tuple[Session, str]:
     """A new session for the user; returns the row and the cookie value (never stored)."""
-    now = now or _now()
+    now = now or utcnow()
     await Session.filter(expires_at__lte=now).delete()  # housekeeping, on the expires_at index
     raw = secrets.token_urlsafe(32)  # 256 bits
     row = await Session.create(key_hash=_hash(raw), user_id=user_id, csrf_secret=secrets.token_hex(32),
@@ -130,7 +128,7 @@ async def load_session(raw: str, *, now: datetime | None = None) -> Session | No
     """The live session for a cookie value (its user loaded), or None; refreshes its idle timer."""
     if not raw or len(raw) > 128:
         return None
-    now = now or _now()
+    now = now or utcnow()
     digest = _hash(raw)
     row = await Session.get_or_none(key_hash=digest).select_related("user")
     if row is None or not hmac.compare_digest(row.key_hash, digest):
