@@ -20,7 +20,8 @@ from gateway.channels.base import (
     PermanentSendError,
     TransientSendError,
 )
-from gateway.channels.email_smtp import SmtpEmailChannel, build_mime
+from gateway.channels.email_mime import build_mime
+from gateway.channels.email_smtp import SmtpEmailChannel
 from tests.fakes.smtp import FakeSmtp
 
 SUBJECT = "Reunión de padres: ¿mañana a las 18 h? 🎓"
